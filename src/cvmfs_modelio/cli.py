@@ -1,0 +1,59 @@
+"""The ``cvmfs-modelio`` command: one subcommand per job.
+
+Each subcommand lives in ``cvmfs_modelio.commands.<name>`` and exposes
+``register(subparsers)``; adding a job is adding a module to ``COMMANDS``.
+Bad input (UsageError) becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from cvmfs_modelio import __version__
+from cvmfs_modelio.errors import UsageError
+
+COMMANDS: tuple[str, ...] = ()
+
+PROG = "cvmfs-modelio"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line (no usage dump) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"cvmfs_modelio.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except UsageError as e:
+        sys.stderr.write(f"{PROG}: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 141
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``cvmfs-modelio`` subcommand; each exposes ``register(subparsers)``."""
