@@ -1,0 +1,1 @@
+"""Model corpus: synthetic generator and inspection of model files."""
