@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             while not stop.wait(3600):
                 pass
-            n = len(srv.requests().events)
+        n = len(srv.requests().events)
         sys.stdout.write(f"stopped after {n} requests\n")
     finally:
         for s, h in old.items():

@@ -87,6 +87,7 @@ class ServerStack:
         self._nginx: NginxServer | None = None
         self._squid: SquidProxy | None = None
         self._netem: object | None = None
+        self._final: dict[str, EventLog] = {}  # logs kept when the stack stops
         self.url = ""
         self.proxy: str | None = None
         self.origin_url = ""
@@ -148,8 +149,9 @@ class ServerStack:
         if self._squid is not None:
             self._squid.stop()
             try:
+                self._final["proxy"] = self._squid.requests()
                 if self._proxy_log_path is not None:
-                    write_event_file(self._proxy_log_path, self._squid.requests())
+                    write_event_file(self._proxy_log_path, self._final["proxy"])
             finally:
                 self._squid.cleanup()
                 self._squid = None
@@ -165,14 +167,16 @@ class ServerStack:
     def _stop_origin(self) -> None:
         if self._builtin is not None:
             self._builtin.stop()
-            if self._log_path is not None:
-                write_event_file(self._log_path, self._builtin.log.snapshot())
+            self._final["origin"] = self._builtin.log.snapshot()
             self._builtin = None
+            if self._log_path is not None:
+                write_event_file(self._log_path, self._final["origin"])
         if self._nginx is not None:
             self._nginx.stop()
             try:
+                self._final["origin"] = self._nginx.requests()
                 if self._log_path is not None:
-                    write_event_file(self._log_path, self._nginx.requests())
+                    write_event_file(self._log_path, self._final["origin"])
             finally:
                 self._nginx.cleanup()
                 self._nginx = None
@@ -194,7 +198,7 @@ class ServerStack:
         """The stratum's request log; waits up to ``timeout_s`` for ``min_count`` records.
 
         Servers log a request after its last byte is sent, so a client that has just read
-        a response may be a moment ahead of the log.
+        a response may be a moment ahead of the log.  After the stack stopped: the final log.
         """
         return _wait(self._origin_log, min_count, timeout_s)
 
@@ -203,12 +207,16 @@ class ServerStack:
             return self._builtin.log.snapshot()
         if self._nginx is not None:
             return self._nginx.requests()
-        raise RuntimeError("server is not running")
+        if "origin" in self._final:
+            return self._final["origin"]
+        raise RuntimeError("server was never started")
 
     def proxy_requests(self, min_count: int = 0, timeout_s: float = 5.0) -> EventLog:
         """The squid's request log (``aux`` 1 for a cache hit); RuntimeError without a proxy."""
         squid = self._squid
         if squid is None:
+            if "proxy" in self._final:
+                return self._final["proxy"]
             raise RuntimeError("no proxy is running")
         return _wait(squid.requests, min_count, timeout_s)
 
