@@ -11,8 +11,9 @@ per direction (client->server and server->client are separate links, full duplex
 
 The link is **shared by all connections** through the proxy by default (``shared=True``),
 as a site's WAN link is shared by all of a client's parallel downloads; ``shared=False``
-gives every connection its own link.  Each direction buffers at most ``WINDOW`` bytes
-ahead (like a socket buffer), so a fast sender is held back as on a real slow link.
+gives every connection its own link.  Each direction of a connection holds at most
+``WINDOW`` bytes in flight (like a TCP window), so a fast sender is held back as on a real
+slow link, and a long RTT limits one connection to about ``WINDOW / rtt`` as real TCP does.
 
 With no limits (``rtt_ms=0, bandwidth=0``) bytes are moved with ``splice(2)`` through a
 pipe, never copied into Python, so the proxy costs next to nothing.
@@ -231,7 +232,12 @@ class NetemProxy:
         eof = False
         writer_gone = False
         half_rtt = self.rtt_ms / 2000.0
-        block = _BLOCK_LIMITED if self.bandwidth > 0 else _BLOCK_FAST
+        # pace in blocks of about 1 ms of link time (64 KiB .. 1 MiB)
+        block = (
+            int(min(_BLOCK_FAST, max(_BLOCK_LIMITED, self.bandwidth / 1000)))
+            if self.bandwidth > 0
+            else _BLOCK_FAST
+        )
 
         def reader() -> None:
             nonlocal queued, eof
