@@ -473,3 +473,23 @@ def test_no_orphans_after_stacks(store: Path) -> None:
         assert _get(srv.url, "/" + MANIFEST, srv.proxy)[0] == 200
         assert len(_children_of_self() - before) == 2
     assert _children_of_self() == before
+
+
+def test_builtin_serves_a_damaged_object_as_it_is_on_disk(tmp_path: Path) -> None:
+    """Small objects are cached in memory, but a change on disk is always seen."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"hello world")
+    store = tmp_path / "store"
+    publish(src, store)
+    obj = next(p for p in iter_objects(store) if not p.name.endswith("C"))
+    path = "/" + str(obj.relative_to(store))
+    good = obj.read_bytes()
+    with serve(store) as srv:
+        assert _get(srv.url, path)[2] == good
+        assert _get(srv.url, path)[2] == good
+        bad = bytes([good[0] ^ 1]) + good[1:]
+        obj.write_bytes(bad)  # same size, new content (a test damaging the store)
+        assert _get(srv.url, path)[2] == bad
+        obj.unlink()
+        assert _get(srv.url, path)[0] == 404

@@ -60,6 +60,7 @@ class ServerStack:
         bandwidth: int = 0,
         proxy_port: int = 0,
         proxy_log: str | os.PathLike[str] | None = None,
+        netem: bool = False,
     ) -> None:
         self.store = Path(store)
         if not (self.store / MANIFEST).is_file():
@@ -81,6 +82,7 @@ class ServerStack:
         self._proxy_log_path = proxy_log
         self._rtt_ms = rtt_ms
         self._bandwidth = bandwidth
+        self._force_netem = netem
         self._faults = FaultSet()
         self._faults.set(faults)
         self._builtin: BuiltinServer | None = None
@@ -117,7 +119,7 @@ class ServerStack:
                 raise UsageError(f"--server nginx: {e}") from None
             self.origin_url = self._nginx.url
         self.url = self.origin_url
-        if self._rtt_ms or self._bandwidth:
+        if self._rtt_ms or self._bandwidth or self._force_netem:
             from cvmfs_modelio.sim.netem import NetemProxy
 
             host, port = self.origin_url.rsplit("/", 1)[-1].split(":")
@@ -258,12 +260,14 @@ def serve(
     bandwidth: int = 0,
     proxy_port: int = 0,
     proxy_log: str | os.PathLike[str] | None = None,
+    netem: bool = False,
 ) -> ServerStack:
     """A :class:`ServerStack` for ``store`` (use as a context manager; starts on enter).
 
     ``bandwidth`` in bytes per second (0: unlimited), ``rtt_ms`` in milliseconds (0: none);
-    ``log``/``proxy_log``: event files written when the stack stops.
+    ``log``/``proxy_log``: event files written when the stack stops; ``netem``: put the WAN
+    emulator in front even without limits (to measure its own cost).
     """
     return ServerStack(
-        store, port, server, proxy, log, faults, rtt_ms, bandwidth, proxy_port, proxy_log
+        store, port, server, proxy, log, faults, rtt_ms, bandwidth, proxy_port, proxy_log, netem
     )
