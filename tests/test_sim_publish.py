@@ -607,3 +607,75 @@ def test_large_pieces_spill_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert object_path(store, name).read_bytes() == stored
         assert (r.objects_new, r.bytes_added) == (1, len(stored))
     assert not (store / ".txn").exists()
+
+
+def test_refuses_non_utf8_names_and_accepts_odd_ones(tmp_path: Path, capsys: Any) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    odd = "sp ace,\nnew-line ü"
+    (src / odd).write_bytes(b"1")
+    store = tmp_path / "store"
+    publish(src, store)
+    with open_store_catalog(store) as cat:
+        e = cat.lookup("/" + odd)
+        assert e is not None and e.name == odd
+    snap = _snapshot(store)
+    bad = os.fsencode(src) + b"/\xff.bin"
+    with open(bad, "wb") as f:
+        f.write(b"2")
+    rc = main(["sim", "publish", str(src), str(store)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "file name is not valid UTF-8" in err
+    assert _snapshot(store) == snap
+
+
+def _read_back(store: Path, path: str) -> bytes:
+    """A file's content rebuilt from the store alone (catalog + objects)."""
+    with open_store_catalog(store) as cat:
+        e = cat.lookup(path)
+        assert e is not None
+        comp = cat.properties()["compression"]
+        pieces = [(c.hash, "P") for c in cat.chunks(path)] if e.is_chunked else [(e.hash, "")]
+    out = b""
+    for h, suffix in pieces:
+        assert h is not None
+        raw = object_path(store, h, suffix).read_bytes()
+        out += zlib.decompress(raw) if comp == "zlib" else raw
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    files=st.lists(
+        st.tuples(st.integers(0, 6000), st.integers(0, 3), st.booleans()), min_size=1, max_size=5
+    ),
+    compression=st.sampled_from(["zlib", "none"]),
+)
+def test_property_every_file_reads_back(
+    files: list[tuple[int, int, bool]], compression: str
+) -> None:
+    """Random trees (random, repetitive and zero content) round-trip through the store."""
+    params = PublishParams(256, 512, 1024, compression=compression)
+    with tempfile.TemporaryDirectory() as d:
+        src, store = Path(d) / "src", Path(d) / "store"
+        src.mkdir()
+        contents = {}
+        for i, (size, seed, zeros) in enumerate(files):
+            data = bytes(size) if zeros else _rand(seed, size)
+            (src / f"f{i}").write_bytes(data)
+            contents[f"/f{i}"] = data
+        r = publish(src, store, params)
+        assert r.files == len(files) and r.bytes_in == sum(map(len, contents.values()))
+        for path, data in contents.items():
+            assert _read_back(store, path) == data
+        # every piece of every chunked file is between min and max, the last may be shorter
+        with open_store_catalog(store) as cat:
+            for path, data in contents.items():
+                chunks = cat.chunks(path)
+                expected = _names(data, params)
+                if len(expected) > 1:
+                    assert [(c.offset, c.size, c.hash) for c in chunks] == expected
+                else:
+                    assert chunks == []
+                assert all(256 <= c.size <= 1024 for c in chunks[:-1])

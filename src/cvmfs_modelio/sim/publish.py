@@ -161,6 +161,12 @@ def _scan(src: Path) -> list[_SrcEntry]:
         except OSError as e:
             raise UsageError(f"{abspath}: cannot list directory: {e.strerror}") from None
         for n in names:
+            try:
+                n.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UsageError(
+                    f"{os.path.join(abspath, n)!r}: file name is not valid UTF-8"
+                ) from None
             visit(os.path.join(abspath, n), f"{rel}/{n}")
 
     visit(str(src), "")
