@@ -679,3 +679,27 @@ def test_property_every_file_reads_back(
                 else:
                     assert chunks == []
                 assert all(256 <= c.size <= 1024 for c in chunks[:-1])
+
+
+def test_failure_mid_run_removes_the_objects_it_added(
+    populated: tuple[Path, Path, dict[str, str]],
+) -> None:
+    """A file that shrinks after the scan fails the run; the store is left as it was."""
+    src, store, snap = populated
+    for i in range(10):
+        (src / f"b{i}").write_bytes(_rand(100 + i, 5000))
+    victim = src / "z"
+    victim.write_bytes(_rand(99, 1000))
+    seen: list[str] = []
+
+    def shrink_victim(path: str) -> None:
+        if not seen:
+            with open(victim, "r+b") as f:
+                f.truncate(10)
+        seen.append(path)
+
+    with pytest.raises(UsageError) as ei:
+        publish(src, store, progress=shrink_victim)
+    assert str(ei.value) == f"{victim}: file shrank while publishing (at byte 10)"
+    assert len(seen) >= 1  # some files were registered (their objects written) before
+    assert _snapshot(store) == snap

@@ -254,9 +254,12 @@ class _Spool:
 class _ObjectWriter:
     """The ``write`` stage: content-addressed, create-only, atomic (temp file + link)."""
 
-    def __init__(self, store: Path, txn: Path) -> None:
+    def __init__(self, store: Path, txn: Path, created: list[Path]) -> None:
         self.store = store
         self.txn = txn
+        # every object this run created, appended by the worker that created it (list.append
+        # is atomic), so a failed run can remove them even before they were registered
+        self.created = created
 
     def put(self, hexhash: str, suffix: str, spool: _Spool) -> tuple[Path, bool]:
         """Store the object unless present; returns (path, whether it was new)."""
@@ -275,6 +278,7 @@ class _ObjectWriter:
                 os.link(spool.path, dest)
             except FileExistsError:
                 return dest, False  # another piece with the same content won the race
+            self.created.append(dest)
             return dest, True
         finally:
             spool.discard()
@@ -428,7 +432,7 @@ def _run(
     db_path = txn / "catalog.sqlite"
     cat = CatalogWriter(db_path, props)
     res = PublishResult(str(store), revision, repo, "", 0)
-    writer = _ObjectWriter(store, txn)
+    writer = _ObjectWriter(store, txn, new_objects)
     workers = params.workers or (os.cpu_count() or 1)
     referenced: set[str] = set()
     clock = _Clock(stage_ns)
@@ -438,8 +442,7 @@ def _run(
         for p in pieces:
             for k, v in p.ns.items():
                 stage_ns[k] += v
-            if p.new and p.object is not None:
-                new_objects.append(p.object)
+            if p.new:
                 res.objects_new += 1
                 res.bytes_added += p.stored
             key = p.hash + p.suffix
@@ -514,9 +517,7 @@ def _run(
     chash = hashlib.sha1(stored).hexdigest()
     spool = _Spool(txn)
     spool.add(stored)
-    cobj, new = writer.put(chash, SUFFIX_CATALOG, spool)
-    if new:
-        new_objects.append(cobj)
+    writer.put(chash, SUFFIX_CATALOG, spool)
     manifest = Manifest(chash, len(stored), revision, repo, published_s=int(time.time()))
     write_atomic(store / MANIFEST, manifest.to_bytes())
     clock.lap("commit")
