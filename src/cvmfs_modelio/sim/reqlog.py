@@ -48,9 +48,9 @@ class RequestLog:
             return len(self._rows)
 
     def snapshot(self) -> EventLog:
-        """The records so far as an EventLog (a copy)."""
+        """The records so far as an EventLog (a copy), in order of request start."""
         with self._lock:
-            rows = list(self._rows)
+            rows = sorted(self._rows, key=lambda r: r[0])  # threads log in completion order
             ids = dict(self._ids)
         ev = empty_events(len(rows))
         if rows:
