@@ -186,9 +186,12 @@ def test_builtin_survives_hostile_requests(store: Path, junk: bytes) -> None:
     with serve(store) as srv:
         host, port = srv.url.split("//")[1].split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(junk + b"\r\n\r\n")
-            s.shutdown(socket.SHUT_WR)
-            reply = s.recv(100)
+            try:
+                s.sendall(junk + b"\r\n\r\n")
+                s.shutdown(socket.SHUT_WR)
+                reply = s.recv(100)
+            except ConnectionResetError:
+                reply = b""  # closing on a request with a body may reset: allowed
             assert reply == b"" or reply.startswith(b"HTTP/1.1 ")
         status, _, body = _get(srv.url, "/" + MANIFEST)
         assert status == 200 and body == (store / MANIFEST).read_bytes()
