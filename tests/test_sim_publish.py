@@ -701,3 +701,19 @@ def test_failure_mid_run_removes_the_objects_it_added(
     assert str(ei.value) == f"{victim}: file shrank while publishing (at byte 10)"
     assert len(seen) >= 1  # some files were registered (their objects written) before
     assert _snapshot(store) == snap
+
+
+def test_source_root_may_be_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "f").write_bytes(b"data")
+    (real / "l").symlink_to("f")
+    (tmp_path / "alias").symlink_to("real")
+    store = tmp_path / "store"
+    r = publish(tmp_path / "alias", store)
+    assert (r.files, r.directories, r.symlinks) == (1, 1, 1)
+    with open_store_catalog(store) as cat:
+        root = cat.lookup("")
+        assert root is not None and root.is_dir
+        link = cat.lookup("/l")
+        assert link is not None and link.symlink == "f"

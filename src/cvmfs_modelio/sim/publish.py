@@ -132,7 +132,8 @@ def _scan(src: Path) -> list[_SrcEntry]:
 
     def visit(abspath: str, rel: str) -> None:
         try:
-            st = os.lstat(abspath)
+            # the root may be a symlink to the tree (followed); nothing below it is
+            st = os.stat(abspath) if rel == "" else os.lstat(abspath)
         except OSError as e:
             raise UsageError(f"{abspath}: cannot stat: {e.strerror}") from None
         mode = st.st_mode
