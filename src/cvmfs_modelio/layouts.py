@@ -187,6 +187,10 @@ class ChunkSpec:
         if self.kind == "whole":
             return
         validate_min_avg_max(self.min_size, self.avg_size, self.max_size)
+        if self.kind == "fastcdc" and self.min_size < 64:
+            raise UsageError(
+                f"FastCDC min chunk size must be at least 64 bytes, got {self.min_size}"
+            )
 
     @property
     def params(self) -> dict[str, int]:
@@ -257,9 +261,15 @@ def compute_layout(path: str | os.PathLike[str], spec: ChunkSpec | None = None) 
 def _native_file_chunker(spec: ChunkSpec) -> Callable[[str], tuple[I64Array, int]]:
     from cvmfs_modelio import _native
 
-    if spec.kind == "xor32":
-        return lambda p: _native.xor32_offsets_file(p, spec.min_size, spec.avg_size, spec.max_size)
-    raise UsageError(f"chunker {spec.kind!r} is not available")
+    return lambda p: _native.chunk_offsets_file(
+        p,
+        spec.kind,
+        spec.min_size,
+        spec.avg_size,
+        spec.max_size,
+        spec.size,
+        list(spec.preferred),
+    )
 
 
 def _is_regular(mode: int) -> bool:
