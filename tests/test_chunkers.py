@@ -189,15 +189,15 @@ def test_simd_and_scalar_agree_on_large_random() -> None:
 
 
 @SETTINGS
-@given(contents(max_size=30_000), st.integers(33, 5000), st.lists(st.integers(0, 30_000)))
-def test_scan_candidates_are_the_window_function(data: bytes, avg: int, pieces: list[int]) -> None:
+@given(contents(max_size=30_000), st.integers(33, 5000))
+def test_scan_candidates_are_the_window_function(data: bytes, avg: int) -> None:
     """Candidates depend only on the 32-byte window: compare with a direct evaluation."""
     pos, dist, size = _native.xor32_scan(data, avg)
     assert size == len(data)
     thr = _native.xor32_threshold(avg)
     arr = np.frombuffer(data, dtype=np.uint8).astype(np.uint64)
     h = np.zeros(len(data), dtype=np.uint64)
-    for k in range(32):
+    for k in range(min(32, len(data))):
         shifted = np.zeros(len(data), dtype=np.uint64)
         shifted[k:] = arr[: len(data) - k] << np.uint64(k)
         h ^= shifted
