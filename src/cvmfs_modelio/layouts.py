@@ -522,3 +522,54 @@ def layout_for(
             if source == "cvmfs":
                 raise
     return compute_layout(path, spec)
+
+
+def parse_min_avg_max(text: str, what: str = "chunk sizes") -> tuple[int, int, int]:
+    """``4MiB/8MiB/16MiB`` or ``4M,8M,16M`` into validated (min, avg, max) bytes."""
+    from cvmfs_modelio.units import parse_size
+
+    parts = re.split(r"[/,]", text)
+    if len(parts) != 3:
+        raise UsageError(f"{what}: expected MIN/AVG/MAX, got {text!r}")
+    mn, avg, mx = (parse_size(p, what) for p in parts)
+    validate_min_avg_max(mn, avg, mx)
+    return mn, avg, mx
+
+
+def parse_chunk_spec(text: str) -> ChunkSpec:
+    """A chunker on the command line.
+
+    ``MIN/AVG/MAX`` or ``xor32:MIN/AVG/MAX`` (CVMFS), ``fastcdc:MIN/AVG/MAX``,
+    ``fixed:SIZE`` (``fixed`` alone: 24 MiB as ``cvmfs_swissknife graft``), ``whole``.
+    """
+    from cvmfs_modelio.units import parse_size
+
+    kind, sep, rest = text.partition(":")
+    if not sep:
+        kind, rest = (
+            ("whole", "")
+            if text == "whole"
+            else ("fixed", "")
+            if text == "fixed"
+            else (
+                "xor32",
+                text,
+            )
+        )
+    if kind == "whole":
+        if rest:
+            raise UsageError(f"chunk config {text!r}: 'whole' takes no sizes")
+        return ChunkSpec(kind="whole")
+    if kind == "fixed":
+        spec = ChunkSpec(
+            kind="fixed", size=parse_size(rest, "fixed chunk size") if rest else GRAFT_CHUNK_SIZE
+        )
+    elif kind in ("xor32", "fastcdc"):
+        mn, avg, mx = parse_min_avg_max(rest, f"{kind} chunk sizes")
+        spec = ChunkSpec(kind=kind, min_size=mn, avg_size=avg, max_size=mx)
+    else:
+        raise UsageError(
+            f"chunk config {text!r}: unknown chunker {kind!r} (xor32, fastcdc, fixed, whole)"
+        )
+    spec.validate()
+    return spec
