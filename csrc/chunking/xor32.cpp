@@ -124,9 +124,9 @@ void Xor32Scanner::feed(const std::uint8_t* d, std::size_t n, std::vector<Xor32C
     // Positions < 32 of this piece have windows reaching into the previous piece:
     // roll them on from the saved state.  The rest is split into 8 spans.
     scalar(d, 0, 32, out);
-    // Spans of at most 8 MiB in all keep the gather's 32-bit indices small and the
-    // lane hits in order block by block.
-    constexpr std::size_t kMaxLane = std::size_t{1} << 20;
+    // Blocks of 8 spans of at most 32 KiB each (256 KiB, within L2) keep the
+    // gather's indices small; hits are sorted block by block.
+    constexpr std::size_t kMaxLane = std::size_t{1} << 15;
     i = 32;
     while (n - i >= kMinSimdSpan) {
       std::size_t lane = std::min((n - i) / kLanes, kMaxLane) & ~std::size_t{3};
