@@ -32,7 +32,9 @@ def chrome_trace(log: EventLog) -> dict[str, Any]:
     for proc in log.meta.get("processes", []):
         argv = proc.get("argv") or ["?"]
         pid = int(proc.get("pid", 0))
-        out.append({"ph": "M", "name": "process_name", "pid": pid, "args": {"name": " ".join(argv)}})
+        out.append(
+            {"ph": "M", "name": "process_name", "pid": pid, "args": {"name": " ".join(argv)}}
+        )
     resident: dict[tuple[int, int], int] = {}
     for e in log.events:
         fid = int(e["file_id"])
@@ -53,8 +55,16 @@ def chrome_trace(log: EventLog) -> dict[str, Any]:
         if e["source"] == Source.MINCORE or e["source"] == Source.PERF:
             end = ts + int(e["duration_ns"]) / 1000.0
             out.append(
-                {"ph": "i", "s": "t", "name": f"{src}:{op}", "cat": src, "ts": end,
-                 "pid": pid, "tid": tid, "args": {**args, "bound_ns": int(e["aux"])}}
+                {
+                    "ph": "i",
+                    "s": "t",
+                    "name": f"{src}:{op}",
+                    "cat": src,
+                    "ts": end,
+                    "pid": pid,
+                    "tid": tid,
+                    "args": {**args, "bound_ns": int(e["aux"])},
+                }
             )
             if e["op"] in (Op.PAGE_IN, Op.PAGE_FAULT):
                 key = (fid, int(e["op"]))
@@ -62,13 +72,26 @@ def chrome_trace(log: EventLog) -> dict[str, Any]:
                 what = "page cache" if e["op"] == Op.PAGE_IN else "mapped"
                 name = f"{what} bytes ({src}) {os.path.basename(path)}"
                 out.append(
-                    {"ph": "C", "name": name, "pid": pid, "ts": end,
-                     "args": {"bytes": resident[key]}}
+                    {
+                        "ph": "C",
+                        "name": name,
+                        "pid": pid,
+                        "ts": end,
+                        "args": {"bytes": resident[key]},
+                    }
                 )
         else:
             out.append(
-                {"ph": "X", "name": op, "cat": src, "ts": ts,
-                 "dur": int(e["duration_ns"]) / 1000.0, "pid": pid, "tid": tid, "args": args}
+                {
+                    "ph": "X",
+                    "name": op,
+                    "cat": src,
+                    "ts": ts,
+                    "dur": int(e["duration_ns"]) / 1000.0,
+                    "pid": pid,
+                    "tid": tid,
+                    "args": args,
+                }
             )
     return {"traceEvents": out, "displayTimeUnit": "ns", "otherData": {"t0_ns": t0}}
 

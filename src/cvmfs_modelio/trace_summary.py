@@ -53,7 +53,7 @@ def file_totals(log: EventLog) -> list[FileTotals]:
             perf = e[(src == Source.PERF) & (op == Op.PAGE_IN)]
             t.bytes_perf = int(perf["length"].sum())
             names, counts = np.unique(pre["op"], return_counts=True)
-            t.calls = {Op(int(n)).name.lower(): int(c) for n, c in zip(names, counts)}
+            t.calls = {Op(int(n)).name.lower(): int(c) for n, c in zip(names, counts, strict=True)}
             t.first_ns = int(e["t_start_ns"].min())
             t.last_ns = int((e["t_start_ns"] + e["duration_ns"]).max())
         out.append(t)
