@@ -34,6 +34,7 @@ inline Event make(Op op, std::int32_t fid, int fd, std::int64_t t0, std::int64_t
   e.file_id = fid;
   e.fd = fd;
   e.err = err;
+  if (pl::kUseTsc) e.minflt = pl::kRawTicks;
   return e;
 }
 
@@ -99,9 +100,9 @@ int do_open(int dirfd, const char* path, int flags, Call call) noexcept {
     }
     return fd;
   }
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   int fd = call();
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = err_of(fd);
   pl::ErrnoGuard g;
   std::int32_t fid = -1;
@@ -176,9 +177,9 @@ int close(int fd) {
   std::int32_t fid = pl::fd_file(fd);
   if (fid < 0) return r_close()(fd);
   pl::untrack_fd(fd);  // before the real close: the number may be reused at once
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   int r = r_close()(fd);
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = err_of(r);
   pl::ErrnoGuard g;
   pl::record(make(Op::kClose, fid, fd, t0, t1, -1, 0, r, err));
@@ -195,9 +196,9 @@ template <class Call>
 ssize_t at_pos(Op op, int fd, std::int64_t len, Call call) noexcept {
   std::int32_t fid = pl::fd_file(fd);
   if (fid < 0) return call();
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   ssize_t r = call();
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = err_of(r);
   pl::ErrnoGuard g;
   std::int64_t off = pl::fd_pos_add(fd, r > 0 ? r : 0);
@@ -209,9 +210,9 @@ template <class Call>
 ssize_t at_off(Op op, int fd, std::int64_t off, std::int64_t len, Call call) noexcept {
   std::int32_t fid = pl::fd_file(fd);
   if (fid < 0) return call();
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   ssize_t r = call();
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = err_of(r);
   pl::ErrnoGuard g;
   pl::record(make(op, fid, fd, t0, t1, off, len, r, err));
@@ -283,9 +284,9 @@ template <class Call>
 off_t do_lseek(int fd, off_t off, int whence, Call call) noexcept {
   std::int32_t fid = pl::fd_file(fd);
   if (fid < 0) return call();
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   off_t r = call();
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = err_of(r);
   pl::ErrnoGuard g;
   if (r >= 0) pl::fd_pos_set(fd, r);
@@ -299,9 +300,9 @@ template <class Call>
 int do_stat(int fd, Call call) noexcept {
   std::int32_t fid = pl::fd_file(fd);
   if (fid < 0) return call();
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   int r = call();
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = err_of(r);
   pl::ErrnoGuard g;
   pl::record(make(Op::kStat, fid, fd, t0, t1, -1, 0, r, err));
@@ -323,9 +324,9 @@ int do_dup(int oldfd, long cmd, Call call) noexcept {
     }
     return r;
   }
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   int r = call();
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = err_of(r);
   pl::ErrnoGuard g;
   if (r >= 0) pl::dup_fd(oldfd, r);
@@ -339,9 +340,9 @@ template <class Call>
 int do_fadvise(int fd, off_t off, off_t len, int advice, Call call) noexcept {
   std::int32_t fid = pl::fd_file(fd);
   if (fid < 0) return call();
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   int r = call();  // returns the error number, does not set errno
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   pl::ErrnoGuard g;
   Event e = make(Op::kFadvise, fid, fd, t0, t1, off, len, r, r);
   e.aux = advice;

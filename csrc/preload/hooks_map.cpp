@@ -36,6 +36,7 @@ Event make(Op op, std::int32_t fid, int fd, std::int64_t t0, std::int64_t t1, st
   e.file_id = fid;
   e.fd = fd;
   e.err = err;
+  if (pl::kUseTsc) e.minflt = pl::kRawTicks;
   return e;
 }
 
@@ -43,9 +44,9 @@ template <class Call>
 void* do_mmap(size_t len, int prot, int flags, int fd, off_t off, Call call) noexcept {
   std::int32_t fid = (flags & MAP_ANONYMOUS) ? -1 : pl::fd_file(fd);
   if (fid < 0) return call();
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   void* r = call();
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = r == MAP_FAILED ? errno : 0;
   pl::ErrnoGuard g;
   Event e = make(Op::kMmap, fid, fd, t0, t1, off, static_cast<std::int64_t>(len),
@@ -53,7 +54,7 @@ void* do_mmap(size_t len, int prot, int flags, int fd, off_t off, Call call) noe
                  err);
   e.aux = static_cast<std::int64_t>(flags) | (static_cast<std::int64_t>(prot) << 32);
   pl::record(e);
-  if (r != MAP_FAILED) pl::map_added(r, len, fid, off, t1);
+  if (r != MAP_FAILED) pl::map_added(r, len, fid, off, cmio::monotonic_ns());
   return r;
 }
 
@@ -80,9 +81,9 @@ int munmap(void* addr, size_t len) {
     if (fid >= 0) pl::map_removing(addr, len);  // last sample while the pages still exist
   }
   if (fid < 0) return r_munmap()(addr, len);
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   int r = r_munmap()(addr, len);
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = r < 0 ? errno : 0;
   pl::ErrnoGuard g;
   Event e = make(Op::kMunmap, fid, -1, t0, t1, foff, static_cast<std::int64_t>(len), r, err);
@@ -100,9 +101,9 @@ int madvise(void* addr, size_t len, int advice) {
     fid = pl::map_find(addr, len, &foff);
   }
   if (fid < 0) return r_madvise()(addr, len, advice);
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   int r = r_madvise()(addr, len, advice);
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = r < 0 ? errno : 0;
   pl::ErrnoGuard g;
   Event e = make(Op::kMadvise, fid, -1, t0, t1, foff, static_cast<std::int64_t>(len), r, err);

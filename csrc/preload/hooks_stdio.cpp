@@ -28,15 +28,16 @@ Event make(Op op, std::int32_t fid, int fd, std::int64_t t0, std::int64_t t1) no
   e.tid = pl::cur_tid();
   e.file_id = fid;
   e.fd = fd;
+  if (pl::kUseTsc) e.minflt = pl::kRawTicks;
   return e;
 }
 
 template <class Call>
 FILE* do_fopen(const char* path, Call call) noexcept {
   if (!pl::path_may_match(path) || pl::in_tracer()) return call();
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   FILE* f = call();
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = f == nullptr ? errno : 0;
   pl::ErrnoGuard g;
   if (f == nullptr) {
@@ -66,9 +67,9 @@ size_t do_fread(size_t size, size_t n, FILE* f, Call call) noexcept {
     pl::ErrnoGuard g;
     pos = ftello(f);
   }
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   size_t r = call();
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = (r < n && ferror_unlocked(f)) ? errno : 0;
   pl::ErrnoGuard g;
   Event e = make(Op::kFread, fid, fd, t0, t1);
@@ -102,9 +103,9 @@ int fclose(FILE* f) {
   std::int32_t fid = pl::fd_file(fd);
   if (fid < 0) return r_fclose()(f);
   pl::untrack_fd(fd);
-  std::int64_t t0 = cmio::monotonic_ns();
+  std::int64_t t0 = pl::raw_now();
   int r = r_fclose()(f);
-  std::int64_t t1 = cmio::monotonic_ns();
+  std::int64_t t1 = pl::raw_now();
   int err = r != 0 ? errno : 0;
   pl::ErrnoGuard g;
   Event e = make(Op::kFclose, fid, fd, t0, t1);

@@ -56,13 +56,28 @@ bool g_warned = false;
 // ------------------------------------------------------------ thread buffers
 // Layout: the EVENTS frame header sits right before the records so that one
 // write() sends header and records together.
+struct Anchor {
+  std::int64_t tsc;
+  std::int64_t ns;
+};
+
+Anchor take_anchor() noexcept {
+  std::int64_t a = raw_now();
+  std::int64_t ns = monotonic_ns();
+  std::int64_t b = raw_now();
+  return Anchor{a + (b - a) / 2, ns};
+}
+
+Anchor g_anchor0;  // taken in the constructor (and after fork)
+
 struct ThreadBuf {
+  Anchor anchor;     // when this buffer was last written out (valid if has_anchor)
+  int has_anchor;
   int lock;          // 0 free, 1 owner appending, 2 another thread flushing
   int slot;          // index in g_bufs + 1, 0 = not registered
   std::uint32_t n;   // events buffered
   std::int32_t tid;  // cached gettid(), 0 = unknown
   int in_tracer;     // recursion guard depth
-  int pad_;
   std::uint32_t hdr[2];
   Event ev[kBufEvents];
 };
@@ -87,8 +102,30 @@ void write_all_fd(int fd, const void* data, std::size_t n) noexcept {
   }
 }
 
+// Rewrites raw-tick events of ev[0, n) to CLOCK_MONOTONIC ns, interpolating
+// between anchors `from` (before the events) and `to` (after them).
+void convert(Event* ev, std::uint32_t n, const Anchor& from, const Anchor& to) noexcept {
+  if (!kUseTsc) return;
+  const std::int64_t dt = to.tsc - from.tsc;
+  const double ns_per_tick = dt > 0 ? static_cast<double>(to.ns - from.ns) / static_cast<double>(dt) : 0.0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Event& e = ev[i];
+    if (e.minflt != kRawTicks) continue;
+    e.t_start_ns = from.ns + static_cast<std::int64_t>(
+                                 static_cast<double>(e.t_start_ns - from.tsc) * ns_per_tick);
+    e.duration_ns = static_cast<std::int64_t>(static_cast<double>(e.duration_ns) * ns_per_tick);
+    e.minflt = -1;
+  }
+}
+
 void flush_locked(ThreadBuf& b) noexcept {
   if (b.n == 0) return;
+  if (kUseTsc) {
+    const Anchor now = take_anchor();
+    convert(b.ev, b.n, b.has_anchor ? b.anchor : g_anchor0, now);
+    b.anchor = now;
+    b.has_anchor = 1;
+  }
   if (g_trace_fd >= 0) {
     put_frame_header(reinterpret_cast<unsigned char*>(b.hdr), kFrameEvents,
                      static_cast<std::uint32_t>(b.n * sizeof(Event)));
@@ -370,6 +407,7 @@ void fork_child() {
 __attribute__((constructor)) void preload_init() {
   ErrnoGuard g;
   g_pid = static_cast<std::int32_t>(raw(SYS_getpid));
+  g_anchor0 = take_anchor();
   parse_env();
   if (!g_enabled) return;
   g_key_ok = pthread_key_create(&g_key, thread_exit) == 0;
@@ -411,8 +449,10 @@ void record(const Event& e) noexcept {
       // A signal handler interrupted this thread while it appended: write this
       // one event as its own frame instead of touching the buffer.
       unsigned char one[8 + sizeof(Event)];
+      Event c = e;
+      convert(&c, 1, b.has_anchor ? b.anchor : g_anchor0, take_anchor());
       put_frame_header(one, kFrameEvents, sizeof(Event));
-      std::memcpy(one + 8, &e, sizeof(Event));
+      std::memcpy(one + 8, &c, sizeof(Event));
       write_all_fd(g_trace_fd, one, sizeof(one));
       return;
     }
