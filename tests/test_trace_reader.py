@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cvmfs_modelio.events import EventFileError, EventLog, FileEntry, Op, empty_events
+from cvmfs_modelio.events import EventFileError, EventLog, FileEntry, Op, Source, empty_events
 from cvmfs_modelio.trace import merge_logs, read_trace, traced_env
 from cvmfs_modelio.trace_export import export_text, fio_iolog
 
@@ -56,7 +57,7 @@ def test_trace_info_totals(cat_trace: tuple[Path, Path, int]) -> None:
     log = read_trace(trace)
     # One stream per process image: sh, its two forked children, then cat and dd, which
     # exec'd in those children (same pid, next sequence number).
-    procs = log.meta["processes"]
+    procs = [p for p in log.meta["processes"] if p["source"] == "preload"]
     assert sorted(p["argv"][0] for p in procs) == ["cat", "dd", "sh", "sh", "sh"]
     for p in procs:
         if p["argv"][0] in ("cat", "dd"):
@@ -175,3 +176,49 @@ def test_env_checks(tmp_path: Path) -> None:
         traced_env(tmp_path, ["rel"])
     with pytest.raises(UsageError, match="--sample-us -1: must be >= 0"):
         traced_env(tmp_path, [], sample_us=-1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="perf tracepoints need root")
+def test_perf_page_cache_events_on_the_same_clock(tmp_path: Path) -> None:
+    f = tmp_path / "cold.bin"
+    size = 1_000_000
+    f.write_bytes(np.random.Generator(np.random.PCG64(9)).bytes(size))
+    fd = os.open(f, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    trace = tmp_path / "t"
+    r = subprocess.run(
+        [*CLI, "trace", "--perf", "on", "-o", str(trace), "--match", str(f), "--", "cat", str(f)],
+        capture_output=True,
+        check=False,
+    )
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
+    assert len(r.stdout) == size
+    log = read_trace(trace)
+    perf = log.events[log.events["source"] == Source.PERF]
+    adds = perf[perf["op"] == Op.PAGE_IN]
+    pages = np.zeros((size + 4095) // 4096, dtype=np.int64)
+    for e in adds:
+        pages[int(e["offset"]) // 4096 : (int(e["offset"]) + int(e["length"])) // 4096] += 1
+    assert pages.tolist() == [1] * pages.size  # every page of the file came in exactly once
+    cat = log.events[log.events["source"] == Source.PRELOAD]
+    first = int(cat["t_start_ns"].min())
+    last = int((cat["t_start_ns"] + cat["duration_ns"]).max())
+    # Same CLOCK_MONOTONIC: the page-cache insertions happen inside cat's open..close.
+    assert np.all((adds["t_start_ns"] >= first) & (adds["t_start_ns"] <= last))
+    assert set(adds["pid"].tolist()) == set(cat["pid"].tolist())
+    info = subprocess.run([*CLI, "trace-info", str(trace)], capture_output=True, text=True)
+    assert "perf page-cache events: recorded" in info.stdout
+
+
+def test_perf_off_says_why(tmp_path: Path) -> None:
+    trace = tmp_path / "t"
+    r = subprocess.run(
+        [*CLI, "trace", "--perf", "off", "-o", str(trace), "--", "true"],
+        capture_output=True,
+        check=False,
+    )
+    assert r.returncode == 0
+    info = subprocess.run([*CLI, "trace-info", str(trace)], capture_output=True, text=True)
+    assert "perf page-cache events: unavailable: disabled (--perf off)" in info.stdout

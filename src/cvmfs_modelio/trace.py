@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -99,12 +100,41 @@ def run_traced(
     trace_dir: str | os.PathLike[str],
     match: Sequence[str] = (),
     sample_us: int = DEFAULT_SAMPLE_US,
+    perf: str = "auto",
 ) -> int:
-    """Run ``command`` under the tracer (stdin/stdout/stderr inherited); return its exit status."""
+    """Run ``command`` under the tracer (stdin/stdout/stderr inherited); return its exit status.
+
+    ``perf``: "auto" records kernel page-cache events when possible (root), "on" also warns
+    on stderr when it is not possible, "off" never records them.  When not recorded, the
+    reason is written to ``TRACE/perf.unavailable``.
+    """
     if not command:
         raise UsageError("trace: no command given (use: trace [options] -- COMMAND ARGS...)")
+    if perf not in ("auto", "on", "off"):
+        raise UsageError(f"--perf {perf}: must be auto, on or off")
     d = prepare_trace_dir(trace_dir)
     env = traced_env(d, match, sample_us)
+    from cvmfs_modelio import trace_perf
+
+    rec: trace_perf.PerfRecorder | str = "disabled (--perf off)"
+    if perf != "off":
+        rec = trace_perf.start(d, trace_perf.inodes_under(match))
+    if isinstance(rec, str):
+        (d / trace_perf.UNAVAILABLE_FILE).write_text(rec + "\n")
+        if perf == "on":
+            sys.stderr.write(f"cvmfs-modelio trace: perf page-cache events unavailable: {rec}\n")
+    try:
+        return _run_child(command, env)
+    finally:
+        if not isinstance(rec, str):
+            rec.stop()
+            try:
+                trace_perf.convert(d, rec, read_trace(d))
+            except UsageError as e:
+                (d / trace_perf.UNAVAILABLE_FILE).write_text(f"conversion failed: {e}\n")
+
+
+def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
     # The child gets Ctrl-C from the terminal itself; we only wait for it.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -62,7 +62,7 @@ def file_totals(log: EventLog) -> list[FileTotals]:
 
 def format_table(totals: list[FileTotals]) -> str:
     """A readable table, one row per file."""
-    head = ("file", "size", "read", "mmapped", "paged in", "faulted", "span", "calls")
+    head = ("file", "size", "read", "mmapped", "paged in", "faulted", "perf", "span", "calls")
     rows = [head]
     for t in totals:
         calls = " ".join(f"{k}={v}" for k, v in sorted(t.calls.items()))
@@ -75,6 +75,7 @@ def format_table(totals: list[FileTotals]) -> str:
                 fmt_bytes(t.bytes_mapped),
                 fmt_bytes(t.bytes_paged_in),
                 fmt_bytes(t.bytes_faulted),
+                fmt_bytes(t.bytes_perf),
                 span,
                 calls,
             )
@@ -82,6 +83,7 @@ def format_table(totals: list[FileTotals]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     lines = []
     for r in rows:
-        cells = [r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i]) for i in range(7)]
-        lines.append("  ".join([*cells, r[7]]))
+        n = len(head) - 1
+        cells = [r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i]) for i in range(n)]
+        lines.append("  ".join([*cells, r[n]]))
     return "\n".join(lines)

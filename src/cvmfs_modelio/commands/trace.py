@@ -33,6 +33,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help=f"page-in sampling interval in microseconds (default {DEFAULT_SAMPLE_US}; "
         "0 = only at munmap and exit)",
     )
+    p.add_argument(
+        "--perf",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="also record kernel page-cache tracepoints with perf (root only; "
+        "auto: when possible, on: warn when not)",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     p.set_defaults(func=run)
 
@@ -45,4 +52,4 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         out = time.strftime("cmio-trace-%Y%m%d-%H%M%S")
         sys.stderr.write(f"cvmfs-modelio trace: writing trace to {out}\n")
-    return run_traced(command, out, match=args.match, sample_us=args.sample_us)
+    return run_traced(command, out, match=args.match, sample_us=args.sample_us, perf=args.perf)

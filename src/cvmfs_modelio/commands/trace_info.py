@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio.trace import read_trace
+from cvmfs_modelio.trace_perf import PERF_FILE, UNAVAILABLE_FILE
 from cvmfs_modelio.trace_summary import file_totals, format_table
 
 
@@ -18,12 +20,24 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(func=run)
 
 
+def perf_status(trace: str) -> str:
+    """One line: how many perf events the trace has, or why it has none."""
+    d = Path(trace)
+    why = d / UNAVAILABLE_FILE
+    if d.is_dir() and why.is_file():
+        return "unavailable: " + why.read_text(errors="replace").strip()
+    if d.is_dir() and (d / PERF_FILE).is_file():
+        return "recorded (see the 'perf' column)"
+    return "not recorded"
+
+
 def run(args: argparse.Namespace) -> int:
     log = read_trace(args.trace)
     totals = file_totals(log)
-    procs = log.meta.get("processes", [])
+    procs = [p for p in log.meta.get("processes", []) if p.get("source") == "preload"]
     print(f"{args.trace}: {len(procs)} process image(s), {log.events.size} events")
     print(format_table(totals))
+    print(f"perf page-cache events: {perf_status(args.trace)}")
     if args.json:
         from cvmfs_modelio.trace_export import write_atomic
 
