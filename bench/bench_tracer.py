@@ -16,6 +16,7 @@ Medians of ``--runs`` runs.  Prints one table; writes ``bench/results/tracer.jso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -43,31 +44,50 @@ PREAD_C = r"""
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+/* pread BLOCK x 4 KiB alternately from file A (traced) and file B (not traced) for
+ * ROUNDS rounds; print the median ns/call of A's blocks and of B's blocks.  Alternating
+ * in one process cancels most of the noise of a shared machine. */
 static long long now(void) {
   struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
-int main(int argc, char** argv) {
-  long n = atol(argv[2]);
-  int fd = open(argv[1], O_RDONLY);
-  if (fd < 0) return 1;
-  off_t size = lseek(fd, 0, SEEK_END);
-  long pages = size / 4096;
-  static char buf[4096];
-  for (long i = 0; i < pages; ++i) if (pread(fd, buf, 4096, i * 4096) != 4096) return 2;
+static int cmp(const void* a, const void* b) {
+  double x = *(const double*)a, y = *(const double*)b; return (x > y) - (x < y);
+}
+static char buf[4096];
+static double block(int fd, long pages, long n, long start) {
   long long t0 = now();
   for (long i = 0; i < n; ++i)
-    if (pread(fd, buf, 4096, (i % pages) * 4096) != 4096) return 3;
-  long long t1 = now();
-  printf("%.3f\n", (double)(t1 - t0) / n);
+    if (pread(fd, buf, 4096, ((start + i) % pages) * 4096) != 4096) exit(3);
+  return (double)(now() - t0) / n;
+}
+int main(int argc, char** argv) {
+  long total = atol(argv[3]), rounds = atol(argv[4]);
+  long n = total / rounds;
+  int a = open(argv[1], O_RDONLY), b = open(argv[2], O_RDONLY);
+  if (a < 0 || b < 0) return 1;
+  long pages = lseek(a, 0, SEEK_END) / 4096;
+  block(a, pages, pages, 0);
+  block(b, pages, pages, 0);
+  double* ta = malloc(sizeof(double) * rounds);
+  double* tb = malloc(sizeof(double) * rounds);
+  for (long r = 0; r < rounds; ++r) {
+    ta[r] = block(a, pages, n, r * n);
+    tb[r] = block(b, pages, n, r * n);
+  }
+  qsort(ta, rounds, sizeof(double), cmp);
+  qsort(tb, rounds, sizeof(double), cmp);
+  printf("%.3f %.3f\n", ta[rounds / 2], tb[rounds / 2]);
   return 0;
 }
 """
 
 SESSION_PY = (
     "import sys, time, onnxruntime as o\n"
-    "t0 = time.monotonic_ns(); o.InferenceSession(sys.argv[1]); t1 = time.monotonic_ns()\n"
-    "print(t1 - t0)\n"
+    "c0 = time.process_time_ns(); t0 = time.monotonic_ns()\n"
+    "o.InferenceSession(sys.argv[1])\n"
+    "t1 = time.monotonic_ns(); c1 = time.process_time_ns()\n"
+    "print(t1 - t0, c1 - c0)\n"
 )
 
 
@@ -87,14 +107,12 @@ def run_mode(mode: str, cmd: list[str], trace_root: Path, match: list[str]) -> s
 
 def env_info() -> dict[str, Any]:
     cpu = ""
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         cpu = next(
             line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("model name")
         )
-    except (OSError, StopIteration):
-        pass
     strace = subprocess.run(["strace", "-V"], capture_output=True, text=True, check=False)
     return {
         "kernel": platform.release(),
@@ -127,28 +145,38 @@ def main() -> int:
         exe = tmp / "pread"
         subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], check=True)
         data = tmp / "cached.bin"
+        other = tmp / "other.bin"
         data.write_bytes(np.random.Generator(np.random.PCG64(0)).bytes(16 << 20))
+        other.write_bytes(np.random.Generator(np.random.PCG64(1)).bytes(16 << 20))
         per_call: dict[str, list[float]] = {m: [] for m in modes}
+        gap: dict[str, list[float]] = {"untraced": [], "traced": []}
         for _ in range(args.runs):
             for m in modes:
                 n = args.strace_calls if m == "strace" else args.calls
-                out = run_mode(m, [str(exe), str(data), str(n)], traces, [str(data)])
-                per_call[m].append(float(out))
+                cmd = [str(exe), str(data), str(other), str(n), "50"]
+                a, b = (float(x) for x in run_mode(m, cmd, traces, [str(data)]).split())
+                per_call[m].append(a)
+                if m in gap:
+                    gap[m].append(a - b)  # file A minus file B in the same process
         med = {m: statistics.median(v) for m, v in per_call.items()}
         rows.append(
             {
-                "case": "pread 4 KiB, page cache (ns/call)",
-                "unit": "ns",
+                "case": f"pread 4 KiB, page cache ({args.calls} calls)",
+                "unit": "ns/call",
                 **{m: med[m] for m in modes},
                 "runs": per_call,
                 "overhead_ns": med["traced"] - med["untraced"],
+                # traced file vs untraced file alternating in the same traced process
+                # (A - B) traced minus (A - B) untraced: file differences cancel out
+                "overhead_interleaved_ns": statistics.median(gap["traced"])
+                - statistics.median(gap["untraced"]),
             }
         )
         # ---- session creation
         models: list[tuple[str, Path]] = []
         cms = sorted(CMS.rglob("*.onnx"), key=lambda p: p.stat().st_size)
         if cms:
-            models.append((f"CMS {cms[-1].relative_to(CMS)}", cms[-1]))
+            models.append((f"CMS {cms[-1].parent.parent.name}/{cms[-1].name}", cms[-1]))
         mb = args.synthetic_mb << 20
         emb = make_model(tmp / "emb.onnx", mb, external_data=False)
         ext = make_model(tmp / "ext.onnx", mb, external_data=True)
@@ -156,13 +184,17 @@ def main() -> int:
         models.append((f"synthetic {args.synthetic_mb} MiB external", ext.onnx))
         for name, path in models:
             times: dict[str, list[float]] = {m: [] for m in modes}
+            cpus: dict[str, list[float]] = {m: [] for m in modes}
             for _ in range(args.runs):
                 for m in modes:
                     out = run_mode(
                         m, [sys.executable, "-c", SESSION_PY, str(path)], traces, [str(path.parent)]
                     )
-                    times[m].append(float(out.split()[-1]))
+                    wall, cpu = out.split()[-2:]
+                    times[m].append(float(wall))
+                    cpus[m].append(float(cpu))
             med = {m: statistics.median(v) for m, v in times.items()}
+            cmed = {m: statistics.median(v) for m, v in cpus.items()}
             rows.append(
                 {
                     "case": f"session creation: {name}",
@@ -171,16 +203,35 @@ def main() -> int:
                     "runs": times,
                     "overhead_pct": 100.0 * (med["traced"] / med["untraced"] - 1.0),
                     "strace_overhead_pct": 100.0 * (med["strace"] / med["untraced"] - 1.0),
+                    "cpu": cmed,
+                    "cpu_runs": cpus,
+                    "cpu_overhead_pct": 100.0 * (cmed["traced"] / cmed["untraced"] - 1.0),
                 }
             )
     # ---- table
-    head = f"{'case':<52} {'untraced':>10} {'traced':>10} {'strace -f':>10} {'tracer cost':>12}"
+    w = 46
+    head = f"{'case':<{w}} {'untraced':>10} {'traced':>10} {'strace -f':>10} {'tracer cost':>12}"
     print(head)
     print("-" * len(head))
     for r in rows:
-        cost = f"+{r['overhead_ns']:.0f} ns" if "overhead_ns" in r else f"{r['overhead_pct']:+.1f}%"
-        cells = [f"{r[m]:.0f} ns" if r["case"].startswith("pread") else fmt_ns(r[m]) for m in modes]
-        print(f"{r['case']:<52} {cells[0]:>10} {cells[1]:>10} {cells[2]:>10} {cost:>12}")
+        if "overhead_ns" in r:
+            cells = [f"{r[m]:.0f} ns" for m in modes]
+            cost = f"{r['overhead_ns']:+.0f} ns"
+        else:
+            cells = [fmt_ns(r[m]) for m in modes]
+            cost = f"{r['overhead_pct']:+.1f}%"
+        print(f"{r['case']:<{w}} {cells[0]:>10} {cells[1]:>10} {cells[2]:>10} {cost:>12}")
+        if "overhead_interleaved_ns" in r:
+            label = "  same process, traced - untraced fd"
+            print(f"{label:<{w + 33}} {r['overhead_interleaved_ns']:+.0f} ns")
+        if "cpu" in r:
+            cpu = r["cpu"]
+            cells = [fmt_ns(cpu[m]) for m in modes]
+            label = "  CPU time (user+sys, all threads)"
+            print(
+                f"{label:<{w}} {cells[0]:>10} {cells[1]:>10} {cells[2]:>10} "
+                f"{r['cpu_overhead_pct']:>+11.1f}%"
+            )
     print(f"(medians of {args.runs} runs; strace per-call runs do {args.strace_calls} preads)")
     doc = {
         "benchmark": "bench_tracer",

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -70,18 +71,23 @@ Anchor take_anchor() noexcept {
 
 Anchor g_anchor0;  // taken in the constructor (and after fork)
 
+// One per thread.  Only the owner appends (no locked instruction on that path:
+// `n` is published with a release store).  Writing out is serialised by `flushing`
+// (a CAS once per buffer-full): the owner writes [done, n) and resets both to 0;
+// another thread flushing at exit writes [done, n) and sets done = n, so the owner
+// never writes those events again and never overwrites them (it appends at n).
 struct ThreadBuf {
-  Anchor anchor;     // when this buffer was last written out (valid if has_anchor)
+  Anchor anchor;         // when this buffer was last written out (valid if has_anchor)
   int has_anchor;
-  int lock;          // 0 free, 1 owner appending, 2 another thread flushing
-  int slot;          // index in g_bufs + 1, 0 = not registered
-  std::uint32_t n;   // events buffered
-  std::int32_t tid;  // cached gettid(), 0 = unknown
-  int in_tracer;     // recursion guard depth
-  std::uint32_t hdr[2];
+  int flushing;          // 0 free, 1 someone writes the buffer out
+  int busy;              // owner is inside record(): a signal handler must not append
+  int slot;              // index in g_bufs + 1, 0 = not registered, -1 = table full
+  std::uint32_t n;       // events appended
+  std::uint32_t done;    // events [0, done) already written by another thread
+  std::int32_t tid;      // cached gettid(), 0 = unknown
+  int in_tracer;         // recursion guard depth
   Event ev[kBufEvents];
 };
-static_assert(offsetof(ThreadBuf, ev) == offsetof(ThreadBuf, hdr) + 8, "frame layout");
 
 __attribute__((tls_model("initial-exec"))) thread_local ThreadBuf t_buf;
 
@@ -118,34 +124,62 @@ void convert(Event* ev, std::uint32_t n, const Anchor& from, const Anchor& to) n
   }
 }
 
-void flush_locked(ThreadBuf& b) noexcept {
-  if (b.n == 0) return;
-  if (kUseTsc) {
-    const Anchor now = take_anchor();
-    convert(b.ev, b.n, b.has_anchor ? b.anchor : g_anchor0, now);
-    b.anchor = now;
-    b.has_anchor = 1;
+void write_events(const Event* ev, std::uint32_t n) noexcept {
+  if (n == 0 || g_trace_fd < 0) return;
+  unsigned char hdr[8];
+  put_frame_header(hdr, kFrameEvents, static_cast<std::uint32_t>(n * sizeof(Event)));
+  iovec iov[2] = {{hdr, 8}, {const_cast<Event*>(ev), n * sizeof(Event)}};
+  // One writev per frame on an O_APPEND descriptor: frames of several threads and
+  // processes never interleave.  A failed or short write (disk full) loses the frame
+  // (the reader then reports a truncated file); the program goes on.
+  while (raw(SYS_writev, g_trace_fd, reinterpret_cast<long>(iov), 2) < 0 && errno == EINTR) {
   }
-  if (g_trace_fd >= 0) {
-    put_frame_header(reinterpret_cast<unsigned char*>(b.hdr), kFrameEvents,
-                     static_cast<std::uint32_t>(b.n * sizeof(Event)));
-    write_all_fd(g_trace_fd, b.hdr, 8 + b.n * sizeof(Event));
+}
+
+void acquire_flush(ThreadBuf& b) noexcept {
+  int expect = 0;
+  while (!cas(b.flushing, expect, 1)) {
+    expect = 0;
+    raw(SYS_sched_yield);
   }
-  b.n = 0;
+}
+
+// Writes out [done, n) of `b`; the caller holds b.flushing.  `reset` (owner only)
+// empties the buffer, otherwise the events are marked done.
+void flush_held(ThreadBuf& b, bool reset) noexcept {
+  const std::uint32_t n = ld(b.n);
+  const std::uint32_t from = b.done;
+  if (n > from) {
+    if (kUseTsc) {
+      const Anchor now = take_anchor();
+      convert(b.ev + from, n - from, b.has_anchor ? b.anchor : g_anchor0, now);
+      b.anchor = now;
+      b.has_anchor = 1;
+    }
+    write_events(b.ev + from, n - from);
+  }
+  if (reset) {
+    b.done = 0;
+    st(b.n, 0u);
+  } else {
+    b.done = n;
+  }
+}
+
+void flush_own(ThreadBuf& b) noexcept {
+  acquire_flush(b);
+  flush_held(b, true);
+  st(b.flushing, 0);
 }
 
 void thread_exit(void* p) noexcept {
   auto* b = static_cast<ThreadBuf*>(p);
   ErrnoGuard g;
-  int expect = 0;
-  while (!cas(b->lock, expect, 1)) {
-    expect = 0;
-    raw(SYS_sched_yield);
-  }
-  flush_locked(*b);
+  b->busy = 1;
+  flush_own(*b);
   if (b->slot > 0) st(g_bufs[b->slot - 1], static_cast<ThreadBuf*>(nullptr));
   b->slot = 0;
-  st(b->lock, 0);
+  b->busy = 0;
 }
 
 void register_buf(ThreadBuf& b) noexcept {
@@ -391,11 +425,10 @@ void at_exit_flush() {
 void fork_prepare() {
   ErrnoGuard g;
   ThreadBuf& b = t_buf;
-  int expect = 0;
-  if (cas(b.lock, expect, 1)) {
-    flush_locked(b);
-    st(b.lock, 0);
-  }
+  if (b.busy) return;  // fork from a signal handler that interrupted record()
+  b.busy = 1;
+  flush_own(b);
+  b.busy = 0;
 }
 
 void fork_child() {
@@ -442,61 +475,61 @@ void write_frame(const void* data, std::size_t n) noexcept {
 void record(const Event& e) noexcept {
   if (g_trace_fd < 0) return;
   ThreadBuf& b = t_buf;
-  if (b.slot == 0) register_buf(b);
-  int expect = 0;
-  if (!cas(b.lock, expect, 1)) {
-    if (ld(b.lock) == 1) {
-      // A signal handler interrupted this thread while it appended: write this
-      // one event as its own frame instead of touching the buffer.
-      unsigned char one[8 + sizeof(Event)];
-      Event c = e;
-      convert(&c, 1, b.has_anchor ? b.anchor : g_anchor0, take_anchor());
-      put_frame_header(one, kFrameEvents, sizeof(Event));
-      std::memcpy(one + 8, &c, sizeof(Event));
-      write_all_fd(g_trace_fd, one, sizeof(one));
-      return;
-    }
-    do {  // another thread is flushing this buffer at exit: one write() at most
-      expect = 0;
-      raw(SYS_sched_yield);
-    } while (!cas(b.lock, expect, 1));
+  if (b.busy) {
+    // A signal handler interrupted this thread inside record(): write this one
+    // event as a frame of its own instead of touching the buffer.
+    Event c = e;
+    convert(&c, 1, b.has_anchor ? b.anchor : g_anchor0, take_anchor());
+    write_events(&c, 1);
+    return;
   }
-  b.ev[b.n++] = e;
-  if (b.n == kBufEvents) flush_locked(b);
-  st(b.lock, 0);
+  b.busy = 1;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  if (b.slot == 0) register_buf(b);
+  std::uint32_t n = b.n;
+  b.ev[n] = e;
+  __atomic_store_n(&b.n, n + 1, __ATOMIC_RELEASE);
+  if (n + 1 == kBufEvents) flush_own(b);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  b.busy = 0;
+}
+
+void flush_own_buffer() noexcept {
+  ThreadBuf& b = t_buf;
+  if (b.busy) return;
+  b.busy = 1;
+  flush_own(b);
+  b.busy = 0;
 }
 
 void flush_all() noexcept {
   ThreadBuf& own = t_buf;
+  if (own.busy) return;  // called from a signal handler inside record(): skip
+  own.busy = 1;
   for (int i = 0; i < kMaxThreads; ++i) {
     ThreadBuf* b = ld(g_bufs[i]);
-    if (b == nullptr) continue;
-    int lockval = (b == &own) ? 1 : 2;
+    if (b == nullptr || b == &own) continue;
     bool got = false;
     for (int spin = 0; spin < 1000 && !got; ++spin) {
       int expect = 0;
-      got = cas(b->lock, expect, lockval);
+      got = cas(b->flushing, expect, 1);
       if (!got) raw(SYS_sched_yield);
     }
-    if (!got) continue;  // its owner is stuck mid-append (e.g. in a signal handler)
-    flush_locked(*b);
-    st(b->lock, 0);
+    if (!got) continue;  // its owner is stuck in a flush (e.g. frozen mid-exit)
+    flush_held(*b, false);
+    st(b->flushing, 0);
   }
-  if (own.slot <= 0) {
-    int expect = 0;
-    if (cas(own.lock, expect, 1)) {
-      flush_locked(own);
-      st(own.lock, 0);
-    }
-  }
+  flush_own(own);
+  own.busy = 0;
 }
 
 void runtime_after_fork_child() noexcept {
   g_pid = static_cast<std::int32_t>(raw(SYS_getpid));
   ThreadBuf& own = t_buf;
   own.tid = 0;
-  own.lock = 0;
+  own.flushing = 0;  // the child flushes only what it appends from now on
   own.n = 0;
+  own.done = 0;
   for (int i = 0; i < kMaxThreads; ++i) g_bufs[i] = nullptr;  // other threads are gone
   own.slot = 0;
   if (g_trace_fd >= 0) {
@@ -559,9 +592,14 @@ std::int32_t fd_file(int fd) noexcept {
 
 std::int64_t fd_pos_add(int fd, std::int64_t delta) noexcept {
   if (static_cast<unsigned>(fd) >= static_cast<unsigned>(kMaxFd)) return -1;
-  std::int32_t d = ld(g_fd_desc[fd]);
+  std::int32_t d = __atomic_load_n(&g_fd_desc[fd], __ATOMIC_RELAXED);
   if (d == 0) return -1;
-  return fetch_add(g_desc[d - 1].pos, delta);
+  // Not a locked add: threads that read() one description concurrently race in the
+  // kernel too, and this keeps the hot path free of atomic read-modify-writes.
+  std::int64_t& pos = g_desc[d - 1].pos;
+  std::int64_t old = __atomic_load_n(&pos, __ATOMIC_RELAXED);
+  __atomic_store_n(&pos, old + delta, __ATOMIC_RELAXED);
+  return old;
 }
 
 void fd_pos_set(int fd, std::int64_t pos) noexcept {

@@ -65,6 +65,8 @@ void record(const Event& e) noexcept;
 
 // Flushes every registered thread buffer (used at exit, exec, fork).
 void flush_all() noexcept;
+// Flushes this thread's buffer only.
+void flush_own_buffer() noexcept;
 
 // Writes one raw frame (already encoded) to the trace file with one write().
 void write_frame(const void* data, std::size_t n) noexcept;

@@ -176,7 +176,7 @@ void* sampler_main(void*) {
       if (__atomic_load_n(&m.state, __ATOMIC_ACQUIRE) == 1) sample(m, now);
       unlock_map(m);
     }
-    flush_all();
+    flush_own_buffer();
   }
   return nullptr;
 }
