@@ -270,3 +270,55 @@ def test_unwritable_trace_dir_warns_once(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("cvmfs-modelio trace: warning: cannot write trace file in ")
     assert lines[0].endswith("(open failed, errno 2); running untraced")
+
+
+@pytest.fixture(scope="module")
+def trace_sig(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sig") / "trace_sig"
+    subprocess.run(
+        ["gcc", "-O1", "-Wall", "-Werror", "-pthread", "-o", str(out), str(DATA / "trace_sig.c")],
+        check=True,
+    )
+    return out
+
+
+def test_signal_handlers_doing_io(tmp_path: Path, trace_sig: Path) -> None:
+    f = tmp_path / "in.bin"
+    write_random(f, 8192)
+    proc, log = run_traced(tmp_path, [str(trace_sig), str(f), "signal"], [str(f)])
+    assert proc.returncode == 0, proc.stderr
+    hits = int(proc.stdout)
+    assert hits > 0
+    ev = file_events(log, f)
+    preads = ev[ev["op"] == Op.PREAD]
+    assert int(np.sum(preads["length"] == 4096)) == 20000
+    assert int(np.sum(preads["length"] == 16)) == hits  # none lost, none doubled
+    assert np.all(preads["result"] == preads["length"])
+
+
+def test_exit_from_a_thread_flushes_every_buffer(tmp_path: Path, trace_sig: Path) -> None:
+    f = tmp_path / "in.bin"
+    write_random(f, 8192)
+    proc, log = run_traced(tmp_path, [str(trace_sig), str(f), "thread-exit"], [str(f)])
+    assert proc.returncode == 5
+    ev = file_events(log, f)
+    preads = ev[ev["op"] == Op.PREAD]
+    pid = int(ev["pid"][0])
+    assert int(np.sum(preads["tid"] == pid)) == 1000  # the main thread's, still buffered
+    assert int(np.sum(preads["tid"] != pid)) == 10
+
+
+def test_vfork_exec_child_is_traced(tmp_path: Path, trace_sig: Path) -> None:
+    f = tmp_path / "in.bin"
+    data = write_random(f, 50_000)
+    proc, log = run_traced(tmp_path, [str(trace_sig), str(f), "vfork"], [str(f)])
+    assert proc.returncode == 0
+    assert proc.stdout == data
+    ev = file_events(log, f)
+    pids = {int(p) for p in ev["pid"]}
+    assert len(pids) == 2
+    cat = [p["pid"] for p in log.meta["processes"] if p["argv"][0] == "cat"]
+    assert len(cat) == 1
+    assert read_bytes(ev[ev["pid"] == cat[0]]) == len(data)
+    parent = ev[ev["pid"] != cat[0]]
+    assert ops(parent) == ["OPEN", "PREAD"]
