@@ -16,7 +16,7 @@ from typing import NoReturn
 from cvmfs_modelio import __version__
 from cvmfs_modelio.errors import UsageError
 
-COMMANDS: tuple[str, ...] = ("chunks", "analyze", "sweep", "dedup")
+COMMANDS: tuple[str, ...] = ("trace", "trace_info", "export", "chunks", "analyze", "sweep", "dedup")
 
 PROG = "cvmfs-modelio"
 
