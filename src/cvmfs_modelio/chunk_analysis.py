@@ -32,8 +32,12 @@ READ_OPS = (
     Op.FREAD,
     Op.MMAP_TOUCH,
     Op.PAGE_IN,
+    Op.PAGE_FAULT,
     Op.FUSE_READ,
 )
+"""Ops whose ``[offset, offset + length)`` are file bytes the program read or touched.
+PAGE_FAULT (pages mapped in the process: what an mmap-ing loader such as ONNX Runtime
+touches, on a warm cache too) counts: on CVMFS each such fault is a FUSE read."""
 OPEN_OPS = (Op.OPEN, Op.FOPEN, Op.FUSE_OPEN)
 
 I64 = npt.NDArray[np.int64]

@@ -5,24 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from cvmfs_modelio.chunk_analysis import FetchModel
+import numpy as np
+
+from cvmfs_modelio.chunk_analysis import READ_OPS, FetchModel
 from cvmfs_modelio.errors import UsageError
-from cvmfs_modelio.events import MAGIC, EventLog, FileEntry, Op
+from cvmfs_modelio.events import MAGIC, EventLog, FileEntry
 from cvmfs_modelio.units import parse_size
 
-READ_OP_VALUES = frozenset(
-    int(o)
-    for o in (
-        Op.READ,
-        Op.PREAD,
-        Op.READV,
-        Op.PREADV,
-        Op.FREAD,
-        Op.MMAP_TOUCH,
-        Op.PAGE_IN,
-        Op.FUSE_READ,
-    )
-)
+READ_OP_VALUES = frozenset(int(o) for o in READ_OPS)
 
 
 def add_fetch_model_args(p: argparse.ArgumentParser) -> None:
@@ -50,8 +40,10 @@ def fetch_model(args: argparse.Namespace) -> FetchModel:
     return FetchModel(rtt_ns=int(args.rtt_ms * 1e6), bandwidth=float(bw), in_flight=args.in_flight)
 
 
-def is_event_file(path: str) -> bool:
-    """True when ``path`` starts with the event-file magic."""
+def is_trace(path: str) -> bool:
+    """True for a trace: an event file (by its magic) or a tracer's directory of them."""
+    if os.path.isdir(path):
+        return True
     try:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC
@@ -59,11 +51,19 @@ def is_event_file(path: str) -> bool:
         raise UsageError(f"{path}: cannot read: {e.strerror}") from None
 
 
+def load_trace(path: str) -> EventLog:
+    """An event file, or a trace directory of per-process event files merged."""
+    from cvmfs_modelio.trace import read_trace
+
+    return read_trace(path)
+
+
 def read_files(log: EventLog) -> list[FileEntry]:
     """File-table entries that have at least one successful read event."""
     ev = log.events
-    reads = ev[[int(o) in READ_OP_VALUES for o in ev["op"]]] if len(ev) else ev
-    ids = set(int(i) for i in reads["file_id"]) if len(reads) else set()
+    ops = np.array(sorted(READ_OP_VALUES), dtype=ev["op"].dtype)
+    reads = ev[np.isin(ev["op"], ops) & (ev["err"] == 0)]
+    ids = {int(i) for i in np.unique(reads["file_id"])}
     return [log.files[i] for i in sorted(ids) if i in log.files]
 
 

@@ -7,10 +7,14 @@ import os
 from typing import Any
 
 from cvmfs_modelio.chunk_analysis import analyze, requests_from_events
-from cvmfs_modelio.commands._chunkopts import add_fetch_model_args, fetch_model, pick_file
+from cvmfs_modelio.commands._chunkopts import (
+    add_fetch_model_args,
+    fetch_model,
+    load_trace,
+    pick_file,
+)
 from cvmfs_modelio.commands.chunks import describe
 from cvmfs_modelio.errors import UsageError
-from cvmfs_modelio.events import read_event_file
 from cvmfs_modelio.jsonout import format_table, write_json
 from cvmfs_modelio.layouts import Layout, layout_for, parse_chunk_spec, read_cvmfs_layout
 from cvmfs_modelio.units import fmt_bytes, fmt_ns
@@ -47,7 +51,7 @@ def resolve_layout(text: str, traced_path: str) -> Layout:
 
 def run(args: argparse.Namespace) -> int:
     model = fetch_model(args)
-    log = read_event_file(args.trace)
+    log = load_trace(args.trace)
     entry = pick_file(log, args.trace, args.file)
     layout = resolve_layout(args.layout, entry.path)
     if entry.size > 0 and entry.size != layout.file_size:

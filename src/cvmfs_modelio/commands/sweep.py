@@ -11,11 +11,11 @@ from cvmfs_modelio.chunk_analysis import requests_from_events
 from cvmfs_modelio.commands._chunkopts import (
     add_fetch_model_args,
     fetch_model,
-    is_event_file,
+    is_trace,
+    load_trace,
     read_files,
 )
 from cvmfs_modelio.errors import UsageError
-from cvmfs_modelio.events import read_event_file
 from cvmfs_modelio.jsonout import format_table, write_json
 from cvmfs_modelio.sweep import CorpusFile, avg_range, config_grid, run_sweep
 from cvmfs_modelio.units import fmt_bytes, fmt_ns, parse_size
@@ -67,10 +67,10 @@ def build_corpus(paths: list[str]) -> tuple[list[CorpusFile], list[str]]:
     plain: list[str] = []
     notes: list[str] = []
     for p in paths:
-        if not is_event_file(p):
+        if not is_trace(p):
             plain.append(p)
             continue
-        log = read_event_file(p)
+        log = load_trace(p)
         entries = read_files(log)
         if not entries:
             notes.append(f"{p}: no reads in this trace")
