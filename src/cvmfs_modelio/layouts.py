@@ -166,7 +166,8 @@ class ChunkSpec:
     """Which chunker to run and its parameters (bytes).
 
     ``kind`` is ``xor32`` (CVMFS, min/avg/max), ``fastcdc`` (min/avg/max), ``fixed``
-    (``size``), ``layout-aware`` (min/max plus preferred cut offsets) or ``whole``.
+    (``size``), ``layout-aware`` (min/avg/max plus preferred cut offsets),
+    ``tensor-aware`` (layout-aware at the file's ONNX tensor boundaries) or ``whole``.
     """
 
     kind: str = "xor32"
@@ -178,7 +179,7 @@ class ChunkSpec:
 
     def validate(self) -> None:
         """Raise UsageError unless the parameters are usable by this chunker."""
-        if self.kind not in ("xor32", "fastcdc", "fixed", "layout-aware", "whole"):
+        if self.kind not in ("xor32", "fastcdc", "fixed", "layout-aware", "tensor-aware", "whole"):
             raise UsageError(f"unknown chunker {self.kind!r}")
         if self.kind == "fixed":
             if self.size < 1:
@@ -249,6 +250,16 @@ def compute_layout(path: str | os.PathLike[str], spec: ChunkSpec | None = None) 
     if spec.kind == "fixed":
         return Layout.from_offsets(
             _fixed_offsets(st.st_size, spec.size), st.st_size, "fixed", spec.params
+        )
+    if spec.kind == "tensor-aware":
+        from cvmfs_modelio.tensor_bounds import tensor_boundaries
+
+        spec = ChunkSpec(
+            kind="layout-aware",
+            min_size=spec.min_size,
+            avg_size=spec.avg_size,
+            max_size=spec.max_size,
+            preferred=tuple(tensor_boundaries(name)),
         )
     native = _native_file_chunker(spec)
     try:
@@ -540,6 +551,7 @@ def parse_chunk_spec(text: str) -> ChunkSpec:
     """A chunker on the command line.
 
     ``MIN/AVG/MAX`` or ``xor32:MIN/AVG/MAX`` (CVMFS), ``fastcdc:MIN/AVG/MAX``,
+    ``tensor-aware:MIN/AVG/MAX`` (cut at ONNX tensor boundaries),
     ``fixed:SIZE`` (``fixed`` alone: 24 MiB as ``cvmfs_swissknife graft``), ``whole``.
     """
     from cvmfs_modelio.units import parse_size
@@ -564,12 +576,13 @@ def parse_chunk_spec(text: str) -> ChunkSpec:
         spec = ChunkSpec(
             kind="fixed", size=parse_size(rest, "fixed chunk size") if rest else GRAFT_CHUNK_SIZE
         )
-    elif kind in ("xor32", "fastcdc"):
+    elif kind in ("xor32", "fastcdc", "tensor-aware"):
         mn, avg, mx = parse_min_avg_max(rest, f"{kind} chunk sizes")
         spec = ChunkSpec(kind=kind, min_size=mn, avg_size=avg, max_size=mx)
     else:
         raise UsageError(
-            f"chunk config {text!r}: unknown chunker {kind!r} (xor32, fastcdc, fixed, whole)"
+            f"chunk config {text!r}: unknown chunker {kind!r} "
+            "(xor32, fastcdc, tensor-aware, fixed, whole)"
         )
     spec.validate()
     return spec

@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     g.add_argument("--fixed", metavar="SIZE", help="fixed-size chunks (graft: 24MiB)")
     g.add_argument("--fastcdc", metavar="MIN,AVG,MAX", help="FastCDC with these sizes")
     g.add_argument(
+        "--tensor-aware",
+        metavar="MIN,AVG,MAX",
+        help="cut at ONNX tensor boundaries (of FILE, or of the .onnx beside a .data file)",
+    )
+    g.add_argument(
         "--from-cvmfs", action="store_true", help="the real layout from user.chunk_list only"
     )
     p.add_argument("--list", action="store_true", help="list every chunk")
@@ -52,11 +57,12 @@ def spec_from_args(args: argparse.Namespace) -> ChunkSpec | None:
         if size < 1:
             raise UsageError(f"--fixed: chunk size must be at least 1 byte, got {size}")
         return ChunkSpec(kind="fixed", size=size)
-    if args.fastcdc:
-        mn, avg, mx = parse_min_avg_max(args.fastcdc, "--fastcdc")
-        spec = ChunkSpec(kind="fastcdc", min_size=mn, avg_size=avg, max_size=mx)
-        spec.validate()
-        return spec
+    for kind, text in (("fastcdc", args.fastcdc), ("tensor-aware", args.tensor_aware)):
+        if text:
+            mn, avg, mx = parse_min_avg_max(text, f"--{kind}")
+            spec = ChunkSpec(kind=kind, min_size=mn, avg_size=avg, max_size=mx)
+            spec.validate()
+            return spec
     if xor_given:
         mn = parse_size(args.min_size, "--min") if args.min_size else CVMFS_MIN_CHUNK_SIZE
         avg = parse_size(args.avg_size, "--avg") if args.avg_size else CVMFS_AVG_CHUNK_SIZE
