@@ -182,8 +182,10 @@ class ChunkSpec:
         if self.kind not in ("xor32", "fastcdc", "fixed", "layout-aware", "tensor-aware", "whole"):
             raise UsageError(f"unknown chunker {self.kind!r}")
         if self.kind == "fixed":
-            if self.size < 1:
-                raise UsageError(f"fixed chunk size must be at least 1 byte, got {self.size}")
+            if not 1 <= self.size <= INT64_MAX // 2:
+                raise UsageError(
+                    f"fixed chunk size must be at least 1 byte and at most 2^62, got {self.size}"
+                )
             return
         if self.kind == "whole":
             return
