@@ -109,6 +109,9 @@ def test_every_object_byte_identical_and_logged(
         want = sorted((p, (store / p[1:]).stat().st_size, 200) for p in paths)
         assert got == want
         assert (ev["t_start_ns"] > 0).all() and (ev["duration_ns"] >= 0).all()
+        assert {e.path: e.size for e in log.files.values()} == {
+            p: (store / p[1:]).stat().st_size for p in paths
+        }
         if proxy is not None:
             plog = srv.proxy_requests(min_count=len(paths))
             assert len(plog.events) == len(paths)
