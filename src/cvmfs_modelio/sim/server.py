@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -25,6 +25,7 @@ from cvmfs_modelio.errors import UsageError
 from cvmfs_modelio.events import EventLog, write_event_file
 from cvmfs_modelio.sim.builtin_http import BuiltinServer
 from cvmfs_modelio.sim.faults import FaultRule, FaultSet
+from cvmfs_modelio.sim.netem import NetemProxy
 from cvmfs_modelio.sim.nginx import NginxServer
 from cvmfs_modelio.sim.squid import SquidProxy
 from cvmfs_modelio.sim.store import DATA, MANIFEST
@@ -88,7 +89,7 @@ class ServerStack:
         self._builtin: BuiltinServer | None = None
         self._nginx: NginxServer | None = None
         self._squid: SquidProxy | None = None
-        self._netem: object | None = None
+        self._netem: NetemProxy | None = None
         self._final: dict[str, EventLog] = {}  # logs kept when the stack stops
         self.url = ""
         self.proxy: str | None = None
@@ -120,8 +121,6 @@ class ServerStack:
             self.origin_url = self._nginx.url
         self.url = self.origin_url
         if self._rtt_ms or self._bandwidth or self._force_netem:
-            from cvmfs_modelio.sim.netem import NetemProxy
-
             host, port = self.origin_url.rsplit("/", 1)[-1].split(":")
             netem = NetemProxy(host, int(port), self._rtt_ms, self._bandwidth)
             self._netem = netem
@@ -160,9 +159,6 @@ class ServerStack:
 
     def _stop_netem(self) -> None:
         if self._netem is not None:
-            from cvmfs_modelio.sim.netem import NetemProxy
-
-            assert isinstance(self._netem, NetemProxy)
             self._netem.stop()
             self._netem = None
 
@@ -239,8 +235,7 @@ class ServerStack:
         return self._faults.fired()
 
 
-def _wait(get: object, min_count: int, timeout_s: float) -> EventLog:
-    assert callable(get)
+def _wait(get: Callable[[], EventLog], min_count: int, timeout_s: float) -> EventLog:
     deadline = time.monotonic() + timeout_s
     while True:
         log: EventLog = get()
