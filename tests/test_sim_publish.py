@@ -717,3 +717,18 @@ def test_source_root_may_be_a_symlink(tmp_path: Path) -> None:
         assert root is not None and root.is_dir
         link = cat.lookup("/l")
         assert link is not None and link.symlink == "f"
+
+
+def test_one_publish_at_a_time(populated: tuple[Path, Path, dict[str, str]]) -> None:
+    import fcntl
+
+    src, store, snap = populated
+    fd = os.open(store, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a concurrent publisher holds it
+        with pytest.raises(UsageError, match="another publish into this store is running"):
+            publish(src, store)
+    finally:
+        os.close(fd)
+    assert _snapshot(store) == snap
+    assert publish(src, store).revision == 2
