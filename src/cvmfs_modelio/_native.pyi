@@ -1,4 +1,6 @@
 # Type stubs for the compiled extension (csrc/bindings).  Keep in step with register_*.cpp.
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import Buffer
@@ -16,3 +18,38 @@ def xor32_offsets_file(
 def xor32_offsets(
     data: Buffer, min_size: int, avg_size: int, max_size: int
 ) -> npt.NDArray[np.int64]: ...
+
+# probe
+def probe_patterns() -> list[str]: ...
+def probe_fadvise_hints() -> list[str]: ...
+def probe_madvise_hints() -> list[str]: ...
+def probe_pattern_is_mmap(name: str) -> bool: ...
+def probe_plan(
+    pattern: str,
+    file_size: int,
+    block: int,
+    stride: int,
+    count: int,
+    align: int,
+    seed: int,
+    page_size: int,
+    ranges: npt.NDArray[np.int64] | None = None,
+) -> npt.NDArray[np.int64]: ...
+def probe_run(
+    path: str,
+    pattern: str,
+    block: int,
+    stride: int,
+    count: int,
+    align: int,
+    seed: int,
+    ranges: npt.NDArray[np.int64] | None,
+    threads: int,
+    fadvise: str,
+    madvise: str,
+    cold: bool,
+    faults: bool,
+    verify: str,
+    file_id: int,
+) -> tuple[npt.NDArray[np.void], dict[str, Any]]: ...
+def probe_pattern_bytes(offset: int, n: int) -> bytes: ...
