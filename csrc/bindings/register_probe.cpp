@@ -3,6 +3,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -151,6 +155,7 @@ void register_probe(py::module_& m) {
         d["verify_bad_ops"] = r.verify_bad_ops;
         d["verify_bad_bytes"] = r.verify_bad_bytes;
         d["failed_ops"] = r.failed_ops;
+        d["ops_done"] = r.ops_done;
         d["threads"] = r.threads_used;
         d["file_size"] = pr->file_size();
         d["page_size"] = pr->page_size();
@@ -161,6 +166,27 @@ void register_probe(py::module_& m) {
       py::arg("align"), py::arg("seed"), py::arg("ranges"), py::arg("threads"), py::arg("fadvise"),
       py::arg("madvise"), py::arg("cold"), py::arg("faults"), py::arg("verify"), py::arg("file_id"),
       "Run one probe; returns (events, result dict).  The GIL is released while files are touched.");
+  m.def(
+      "probe_resident_pages",
+      [](const std::string& path) {
+        std::vector<bool> v;
+        {
+          py::gil_scoped_release release;
+          struct stat st {};
+          probe::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+          if (!fd.valid()) probe::throw_errno(errno, path);
+          if (::fstat(fd.get(), &st) != 0) probe::throw_errno(errno, path);
+          if (!S_ISREG(st.st_mode) || st.st_size == 0)
+            throw std::invalid_argument(path + ": not a non-empty regular file");
+          const long ps = ::sysconf(_SC_PAGESIZE);
+          v = probe::resident_pages(fd.get(), st.st_size, ps, path);
+        }
+        py::array_t<bool> a(static_cast<py::ssize_t>(v.size()));
+        bool* p = a.mutable_data();
+        for (std::size_t i = 0; i < v.size(); ++i) p[i] = v[i];
+        return a;
+      },
+      py::arg("path"), "Per page of the file: resident in the page cache (mincore).");
   m.def("probe_pattern_bytes", [](std::int64_t offset, std::int64_t n) {
     std::string s(static_cast<std::size_t>(n), '\0');
     for (std::int64_t i = 0; i < n; ++i) s[static_cast<std::size_t>(i)] = static_cast<char>(probe::pattern_byte(offset + i));

@@ -70,6 +70,7 @@ struct Worker {
   std::int64_t bad_ops = 0;
   std::int64_t bad_bytes = 0;
   std::int64_t failed = 0;
+  std::int64_t done = 0;
   unsigned char sink = 0;
 };
 
@@ -170,6 +171,7 @@ void worker_loop(RunContext& c, Worker& w) {
     const std::size_t i = c.next.fetch_add(1, std::memory_order_relaxed);
     if (i >= c.ops->size()) return;
     run_op(c, w, i, tid);
+    ++w.done;
   }
 }
 
@@ -281,6 +283,7 @@ ProbeResult Probe::run(Event* out) {
     res.verify_bad_ops += w.bad_ops;
     res.verify_bad_bytes += w.bad_bytes;
     res.failed_ops += w.failed;
+    res.ops_done += w.done;
   }
   return res;
 }

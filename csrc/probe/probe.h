@@ -46,6 +46,7 @@ struct ProbeResult {
   std::int64_t verify_bad_ops = 0;
   std::int64_t verify_bad_bytes = 0;
   std::int64_t failed_ops = 0;  // err != 0 or fewer bytes than asked
+  std::int64_t ops_done = 0;    // operations executed, summed over the workers
   int threads_used = 0;
 };
 

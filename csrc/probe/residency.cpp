@@ -40,6 +40,12 @@ bool try_cachestat(int fd, Residency& r, const std::string& what) {
   Cachestat cs{};
   if (::syscall(__NR_cachestat, fd, &range, &cs, 0) != 0) {
     if (errno == ENOSYS) return false;
+    if (errno == EPERM || errno == EACCES) {
+      // The kernel refuses page-cache state of files we may not write: say so, no number.
+      r.method = "cachestat";
+      r.trusted = false;
+      return true;
+    }
     throw_errno(errno, what + ": cachestat");
   }
   r.method = "cachestat";
@@ -67,6 +73,16 @@ void use_mincore(int fd, std::int64_t file_size, std::int64_t page_size, Residen
 
 }  // namespace
 
+std::vector<bool> resident_pages(int fd, std::int64_t file_size, std::int64_t page_size,
+                                 const std::string& what) {
+  Mapping m(fd, static_cast<std::size_t>(file_size), what);
+  std::vector<unsigned char> vec(static_cast<std::size_t>((file_size + page_size - 1) / page_size));
+  if (::mincore(m.mutable_data(), m.size(), vec.data()) != 0) throw_errno(errno, what + ": mincore");
+  std::vector<bool> out(vec.size());
+  for (std::size_t i = 0; i < vec.size(); ++i) out[i] = (vec[i] & 1) != 0;
+  return out;
+}
+
 bool residency_trusted(const struct stat& st, const std::string& path) {
   const uid_t euid = ::geteuid();
   if (euid == 0 || st.st_uid == euid) return true;
@@ -79,7 +95,8 @@ Residency measure_residency(int fd, std::int64_t file_size, std::int64_t page_si
   r.trusted = trusted;
   r.total_pages = (file_size + page_size - 1) / page_size;
   if (!try_cachestat(fd, r, what)) use_mincore(fd, file_size, page_size, r, what);
-  if (!trusted) {
+  if (!trusted || !r.trusted) {
+    r.trusted = false;
     r.pages = -1;
     r.dirty = -1;
   }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace cmio::probe {
 
@@ -20,6 +21,10 @@ struct Residency {
 // mincore and cachestat only report the page cache of files we could write
 // (or own, or as root); for others the numbers are not the real state.
 bool residency_trusted(const struct stat& st, const std::string& path);
+
+// Per page of the file: resident or not (mincore on a read-only mapping).
+std::vector<bool> resident_pages(int fd, std::int64_t file_size, std::int64_t page_size,
+                                 const std::string& what);
 
 Residency measure_residency(int fd, std::int64_t file_size, std::int64_t page_size, bool trusted,
                             const std::string& what);

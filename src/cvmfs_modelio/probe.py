@@ -80,6 +80,7 @@ class ProbeSummary:
     hints: list[str]
     threads: int
     failed_ops: int
+    ops_done: int  # operations executed over all workers (== ops: each exactly once)
     verify: str | None
     verify_bad_ops: int | None
     verify_bad_bytes: int | None
@@ -372,6 +373,7 @@ def _summarise(
         hints=[str(h) for h in info["hints"]],
         threads=int(info["threads"]),
         failed_ops=int(info["failed_ops"]),
+        ops_done=int(info["ops_done"]),
         verify=verify,
         verify_bad_ops=int(info["verify_bad_ops"]) if verify else None,
         verify_bad_bytes=int(info["verify_bad_bytes"]) if verify else None,
