@@ -1,4 +1,4 @@
-"""The native plans are exactly the patterns' definitions (checked against tests/probe_reference)."""
+"""The native plans are exactly the patterns' definitions (checked against probe_reference)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from cvmfs_modelio import units
 from cvmfs_modelio.commands.probe import write_json
-from cvmfs_modelio.models.synthetic import make_model
 from cvmfs_modelio.probe import ProbeSummary, probe
 from cvmfs_modelio.runenv import environment
 
@@ -62,6 +61,9 @@ class DemoRow:
 
 def model_files(workdir: Path, weight_bytes: int) -> list[Path]:
     """Write the demo models into ``workdir``; the files to probe (``.onnx`` and ``.data``)."""
+    # onnx is imported here, not at start-up, so every other command starts fast.
+    from cvmfs_modelio.models.synthetic import make_model
+
     embedded = make_model(workdir / "embedded.onnx", weight_bytes)
     external = make_model(workdir / "external.onnx", weight_bytes, external_data=True)
     files = [embedded.onnx, external.onnx]

@@ -48,7 +48,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--madvise", default=None, help="madvise hint on the mapping (mmap patterns)")
     p.add_argument("--cold", action="store_true", help="evict the file from the page cache first")
     p.add_argument("--faults", action="store_true", help="count page faults per operation")
-    p.add_argument("--verify", nargs="?", const="file", default=None, help="check every byte")
+    p.add_argument(
+        "--verify",
+        action="store_const",
+        const="file",
+        default=None,
+        help="check every byte read against an independent read of the file",
+    )
     p.add_argument("--json", dest="json_out", default=None, help="write everything to this file")
     p.set_defaults(func=run)
 
