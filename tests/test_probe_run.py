@@ -288,3 +288,25 @@ def test_sparse_file_above_4gib(tmp_path: Path) -> None:
     assert [(int(o), int(n)) for o, n in rev] == [(5 << 30, 13)] + [
         (i << 30, 1 << 30) for i in range(4, -1, -1)
     ]
+
+
+def test_mincore_and_cachestat_agree(tmp_path: Path) -> None:
+    path = write_pattern_file(tmp_path / "r.bin", 100 * PAGE_SIZE)
+    ranges = [(7 * PAGE_SIZE, 1), (50 * PAGE_SIZE + 3, PAGE_SIZE)]  # pages 7, 50, 51
+    a = probe(path, "mmap-list", ranges=ranges, cold=True, madvise="random", residency="mincore")
+    assert a.summary.residency_method == "mincore"
+    assert a.summary.residency_before == 0 and a.summary.cold_evicted is True
+    assert a.summary.residency_after == 3
+    b = probe(path, "replay", ranges=[(0, 1)], fadvise="random")
+    assert b.summary.residency_method == "cachestat"
+    assert b.summary.residency_before == 3
+    assert np.flatnonzero(_native.probe_resident_pages(str(path))).tolist() == [0, 7, 50, 51]
+
+
+def test_list_for_a_pattern_without_one_is_refused(pfile: Path) -> None:
+    from cvmfs_modelio.errors import UsageError
+
+    with pytest.raises(UsageError, match="applies to replay and mmap-list only"):
+        probe(pfile, "seq", ranges=[(0, 1)])
+    with pytest.raises(UsageError, match="unknown residency method 'x'"):
+        probe(pfile, "seq", residency="x")

@@ -114,7 +114,7 @@ void register_probe(py::module_& m) {
          std::int64_t count, std::int64_t align, std::uint64_t seed,
          const std::optional<py::array_t<std::int64_t, py::array::c_style>>& ranges, int threads,
          const std::string& fadvise, const std::string& madvise, bool cold, bool faults,
-         const std::string& verify, std::int32_t file_id) {
+         const std::string& verify, std::int32_t file_id, const std::string& residency) {
         probe::ProbeConfig cfg;
         cfg.path = path;
         cfg.pattern = pattern;
@@ -131,6 +131,9 @@ void register_probe(py::module_& m) {
         cfg.faults = faults;
         cfg.verify = parse_verify(verify);
         cfg.file_id = file_id;
+        if (residency != "auto" && residency != "mincore")
+          throw std::invalid_argument("unknown residency method '" + residency + "' (valid: auto, mincore)");
+        cfg.mincore = residency == "mincore";
         std::optional<probe::Probe> pr;
         {
           py::gil_scoped_release release;
@@ -164,7 +167,7 @@ void register_probe(py::module_& m) {
       },
       py::arg("path"), py::arg("pattern"), py::arg("block"), py::arg("stride"), py::arg("count"),
       py::arg("align"), py::arg("seed"), py::arg("ranges"), py::arg("threads"), py::arg("fadvise"),
-      py::arg("madvise"), py::arg("cold"), py::arg("faults"), py::arg("verify"), py::arg("file_id"),
+      py::arg("madvise"), py::arg("cold"), py::arg("faults"), py::arg("verify"), py::arg("file_id"), py::arg("residency") = "auto",
       "Run one probe; returns (events, result dict).  The GIL is released while files are touched.");
   m.def(
       "probe_resident_pages",

@@ -227,7 +227,7 @@ ProbeResult Probe::run(Event* out) {
   if (cfg_.cold) {
     const int rc = ::posix_fadvise(fd_.get(), 0, 0, POSIX_FADV_DONTNEED);
     if (rc != 0) throw_errno(rc, path + ": posix_fadvise(DONTNEED)");
-    const Residency r = measure_residency(fd_.get(), size, page, trusted, path);
+    const Residency r = measure_residency(fd_.get(), size, page, trusted, path, cfg_.mincore);
     res.cold_left = r.pages;
     res.cold_evicted = r.trusted && r.pages == 0;
   }
@@ -266,7 +266,7 @@ ProbeResult Probe::run(Event* out) {
   ctx.file_id = cfg_.file_id;
   ctx.pid = static_cast<std::int32_t>(::getpid());
 
-  res.before = measure_residency(fd_.get(), size, page, trusted, path);
+  res.before = measure_residency(fd_.get(), size, page, trusted, path, cfg_.mincore);
   res.t_begin_ns = monotonic_ns();
   if (nthreads == 1) {
     worker_loop(ctx, workers[0]);
@@ -277,7 +277,7 @@ ProbeResult Probe::run(Event* out) {
     for (auto& t : pool) t.join();
   }
   res.t_end_ns = monotonic_ns();
-  res.after = measure_residency(fd_.get(), size, page, trusted, path);
+  res.after = measure_residency(fd_.get(), size, page, trusted, path, cfg_.mincore);
   res.threads_used = nthreads;
   for (const auto& w : workers) {
     res.verify_bad_ops += w.bad_ops;

@@ -32,6 +32,7 @@ struct ProbeConfig {
   bool cold = false;    // evict the file (fadvise DONTNEED) before the run, and check
   bool faults = false;  // minor/major faults per operation (getrusage RUSAGE_THREAD)
   Verify verify = Verify::kNone;
+  bool mincore = false;  // measure residency with mincore even where cachestat exists
   std::int32_t file_id = 0;
 };
 

@@ -60,7 +60,7 @@ bool try_cachestat(int fd, Residency& r, const std::string& what) {
 #endif
 }
 
-void use_mincore(int fd, std::int64_t file_size, std::int64_t page_size, Residency& r,
+void mincore_count(int fd, std::int64_t file_size, std::int64_t page_size, Residency& r,
                  const std::string& what) {
   r.method = "mincore";
   Mapping m(fd, static_cast<std::size_t>(file_size), what);
@@ -90,11 +90,11 @@ bool residency_trusted(const struct stat& st, const std::string& path) {
 }
 
 Residency measure_residency(int fd, std::int64_t file_size, std::int64_t page_size, bool trusted,
-                            const std::string& what) {
+                            const std::string& what, bool use_mincore) {
   Residency r;
   r.trusted = trusted;
   r.total_pages = (file_size + page_size - 1) / page_size;
-  if (!try_cachestat(fd, r, what)) use_mincore(fd, file_size, page_size, r, what);
+  if (use_mincore || !try_cachestat(fd, r, what)) mincore_count(fd, file_size, page_size, r, what);
   if (!trusted || !r.trusted) {
     r.trusted = false;
     r.pages = -1;

@@ -26,7 +26,8 @@ bool residency_trusted(const struct stat& st, const std::string& path);
 std::vector<bool> resident_pages(int fd, std::int64_t file_size, std::int64_t page_size,
                                  const std::string& what);
 
+// `use_mincore` skips cachestat (to compare the two methods, or on a kernel without it).
 Residency measure_residency(int fd, std::int64_t file_size, std::int64_t page_size, bool trusted,
-                            const std::string& what);
+                            const std::string& what, bool use_mincore = false);
 
 }  // namespace cmio::probe

@@ -261,6 +261,7 @@ def probe(
     faults: bool = False,
     verify: str | None = None,
     file_id: int = 0,
+    residency: str = "auto",
 ) -> ProbeResult:
     """Run ``pattern`` on the file at ``path`` and time every operation.
 
@@ -270,6 +271,8 @@ def probe(
     whole file before the run, ``madvise`` to the mapping (mmap patterns).  ``cold`` evicts
     the file from the page cache first and checks it; ``faults`` counts minor/major faults
     per operation; ``verify`` (``"file"`` or ``"pattern"``) checks every byte read.
+    ``residency`` ``"auto"`` counts resident pages with cachestat where the kernel has it,
+    ``"mincore"`` always with mincore.  ``file_id`` goes into every event.
     Raises UsageError (one line naming the file) on bad input.
     """
     p = os.fspath(path)
@@ -292,7 +295,11 @@ def probe(
             raise UsageError(f"{p}: madvise applies to mmap patterns only, not {pattern!r}")
     if verify is not None and verify not in VERIFY_MODES:
         raise UsageError(f"{p}: unknown verify mode {verify!r} (valid: file, pattern)")
+    if residency not in ("auto", "mincore"):
+        raise UsageError(f"{p}: unknown residency method {residency!r} (valid: auto, mincore)")
     arr: npt.NDArray[np.int64] | None = None
+    if ranges is not None and pattern not in LIST_PATTERNS:
+        raise UsageError(f"{p}: a list of (offset, length) applies to replay and mmap-list only")
     if pattern in LIST_PATTERNS:
         if ranges is None:
             raise UsageError(f"{p}: pattern {pattern!r} needs a list of (offset, length)")
@@ -315,6 +322,7 @@ def probe(
             faults,
             verify or "",
             file_id,
+            residency,
         )
     except PermissionError:
         raise UsageError(f"{p}: permission denied") from None
