@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from cvmfs_modelio import cli
-from tests.probe_reference import write_pattern_file, write_synced
+from cvmfs_modelio.events import read_event_file
+from tests.probe_reference import random_ops, write_pattern_file, write_synced
 
 PATTERNS = "seq, reverse, stride, rand, replay, mmap-seq, mmap-rand, mmap-list"
 
@@ -221,8 +222,17 @@ def test_probe_prints_table_and_writes_json(tmp_path: Path) -> None:
         "random",
         "--json",
         str(out),
+        "--events",
+        str(tmp_path / "ev.bin"),
     )
     assert r.returncode == 0, r.stderr
+    log = read_event_file(tmp_path / "ev.bin")
+    assert len(log.events) == 500 and (log.events["result"] == 4096).all()
+    assert log.events["offset"].tolist() == [o for o, _ in random_ops(3 << 20, 4096, 4096, 500, 4)]
+    assert (log.events["minflt"] >= 0).all()
+    (entry,) = log.files.values()
+    assert entry.path == str(f) and entry.size == 3 << 20 and entry.inode == f.stat().st_ino
+    assert log.meta["source"] == "probe" and log.meta["summary"]["ops"] == 500
     lines = dict(line.split(None, 1) for line in r.stdout.splitlines())
     assert lines["operations"] == "500 (0 failed)"
     assert lines["bytes"] == "2.0 MiB (2048000 B)"

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from cvmfs_modelio import _native
 from cvmfs_modelio.errors import UsageError
-from cvmfs_modelio.events import EVENT_DTYPE, Events
+from cvmfs_modelio.events import EVENT_DTYPE, EventLog, Events, FileEntry
 
 PATTERNS: tuple[str, ...] = (
     "seq",
@@ -97,6 +97,15 @@ class ProbeResult:
 
     events: Events
     summary: ProbeSummary
+    file: FileEntry
+
+    def event_log(self) -> EventLog:
+        """The events with their file table and the summary as metadata (for the event file)."""
+        return EventLog(
+            events=self.events,
+            files={self.file.file_id: self.file},
+            meta={"source": "probe", "summary": self.summary.to_dict()},
+        )
 
 
 @dataclass(frozen=True)
@@ -335,8 +344,12 @@ def probe(
         msg = str(e)
         raise UsageError(msg if msg.startswith(p + ":") else f"{p}: {msg}") from None
     events: Events = raw.view(EVENT_DTYPE)
+    st = os.stat(p)
+    entry = FileEntry(file_id, os.path.abspath(p), int(info["file_size"]), st.st_dev, st.st_ino)
     return ProbeResult(
-        events=events, summary=_summarise(p, pattern, prm, info, events, cold, faults, verify, arr)
+        file=entry,
+        events=events,
+        summary=_summarise(p, pattern, prm, info, events, cold, faults, verify, arr),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from cvmfs_modelio import units
 from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.events import write_event_file
 from cvmfs_modelio.probe import PATTERNS, ProbeSummary, load_ranges, probe
 from cvmfs_modelio.runenv import environment
 
@@ -55,7 +56,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=None,
         help="check every byte read against an independent read of the file",
     )
-    p.add_argument("--json", dest="json_out", default=None, help="write everything to this file")
+    p.add_argument("--json", dest="json_out", default=None, help="write the summary to this file")
+    p.add_argument("--events", dest="events_out", default=None, help="write the event table here")
     p.set_defaults(func=run)
 
 
@@ -71,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
         if args.pattern not in ("replay", "mmap-list"):
             raise UsageError(f"{args.list_file}: --list applies to replay and mmap-list only")
         ranges = load_ranges(args.list_file)
-    if args.json_out is not None:
-        _check_writable_dest(args.json_out)
+    for dest in (args.json_out, args.events_out):
+        if dest is not None:
+            _check_writable_dest(dest)
     res = probe(
         path,
         args.pattern,
@@ -93,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(s))
     if args.json_out is not None:
         write_json(args.json_out, {"summary": s.to_dict(), "environment": environment()})
+    if args.events_out is not None:
+        log = res.event_log()
+        log.meta["environment"] = environment()
+        write_event_file(args.events_out, log)
     return 1 if s.failed_ops or s.verify_bad_bytes else 0
 
 
