@@ -178,6 +178,7 @@ def test_cold_reports_failed_eviction_of_mapped_pages(pfile: Path) -> None:
         assert s.cold_evicted is False
         assert s.cold_left_pages is not None and s.cold_left_pages >= 10
         assert s.residency_before == s.cold_left_pages
+        assert s.cold_dirty_pages == 0  # mapped, not dirty
 
 
 def test_mmap_touches_exactly_the_asked_pages(tmp_path: Path) -> None:

@@ -154,6 +154,7 @@ void register_probe(py::module_& m) {
         d["residency_after"] = residency_dict(r.after);
         d["cold_evicted"] = r.cold_evicted;
         d["cold_left_pages"] = r.cold_left;
+        d["cold_dirty_pages"] = r.cold_dirty;
         d["hints"] = r.hints;
         d["verify_bad_ops"] = r.verify_bad_ops;
         d["verify_bad_bytes"] = r.verify_bad_bytes;

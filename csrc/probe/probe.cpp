@@ -229,6 +229,7 @@ ProbeResult Probe::run(Event* out) {
     if (rc != 0) throw_errno(rc, path + ": posix_fadvise(DONTNEED)");
     const Residency r = measure_residency(fd_.get(), size, page, trusted, path, cfg_.mincore);
     res.cold_left = r.pages;
+    res.cold_dirty = r.dirty;
     res.cold_evicted = r.trusted && r.pages == 0;
   }
   if (!cfg_.fadvise.empty()) {

@@ -43,6 +43,7 @@ struct ProbeResult {
   Residency after;
   bool cold_evicted = false;      // cold asked and residency 0 afterwards (trusted)
   std::int64_t cold_left = -1;    // pages still resident after the eviction (-1: unknown)
+  std::int64_t cold_dirty = -1;   // of which dirty (cachestat only; -1: unknown)
   std::vector<std::string> hints; // e.g. "fadvise(random)=ok", "madvise(hugepage)=EINVAL"
   std::int64_t verify_bad_ops = 0;
   std::int64_t verify_bad_bytes = 0;

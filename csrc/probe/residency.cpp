@@ -50,7 +50,8 @@ bool try_cachestat(int fd, Residency& r, const std::string& what) {
   }
   r.method = "cachestat";
   r.pages = static_cast<std::int64_t>(cs.nr_cache);
-  r.dirty = static_cast<std::int64_t>(cs.nr_dirty);
+  // Both kinds are pages DONTNEED cannot drop yet: not written back.
+  r.dirty = static_cast<std::int64_t>(cs.nr_dirty + cs.nr_writeback);
   return true;
 #else
   (void)fd;

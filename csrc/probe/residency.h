@@ -13,7 +13,7 @@ namespace cmio::probe {
 struct Residency {
   bool trusted = false;          // false: the kernel may hide page-cache state from us
   std::int64_t pages = -1;       // resident pages (-1 when not trusted)
-  std::int64_t dirty = -1;       // dirty pages (cachestat only, else -1)
+  std::int64_t dirty = -1;       // dirty or under writeback (cachestat only, else -1)
   std::int64_t total_pages = 0;  // pages the file spans
   std::string method;            // "cachestat" or "mincore"
 };

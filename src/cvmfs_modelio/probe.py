@@ -77,6 +77,7 @@ class ProbeSummary:
     cold: bool
     cold_evicted: bool | None  # None: cold not asked or residency untrusted
     cold_left_pages: int | None
+    cold_dirty_pages: int | None  # of the pages left, dirty or under writeback (None: unknown)
     hints: list[str]
     threads: int
     failed_ops: int
@@ -391,6 +392,11 @@ def _summarise(
         cold=cold,
         cold_evicted=bool(info["cold_evicted"]) if cold and trusted else None,
         cold_left_pages=int(info["cold_left_pages"]) if cold and trusted else None,
+        cold_dirty_pages=(
+            int(info["cold_dirty_pages"])
+            if cold and trusted and int(info["cold_dirty_pages"]) >= 0
+            else None
+        ),
         hints=[str(h) for h in info["hints"]],
         threads=int(info["threads"]),
         failed_ops=int(info["failed_ops"]),

@@ -175,9 +175,13 @@ def format_summary(s: ProbeSummary) -> str:
     ]
     if s.cold:
         cold = {True: "evicted (0 pages resident)", None: "asked, not verifiable (untrusted)"}
-        rows.append(
-            ("cold", cold.get(s.cold_evicted, f"eviction FAILED: {s.cold_left_pages} pages left"))
+        dirty = (
+            ""
+            if s.cold_dirty_pages is None
+            else f" ({s.cold_dirty_pages} dirty or under writeback)"
         )
+        failed = f"eviction FAILED: {s.cold_left_pages} pages left{dirty}"
+        rows.append(("cold", cold.get(s.cold_evicted, failed)))
     rows.append(("hints", ", ".join(s.hints) if s.hints else "none"))
     if s.verify is not None:
         rows.append(
