@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 
 from cvmfs_modelio import _native, probe, units
-from cvmfs_modelio.commands.probe import write_json
-from cvmfs_modelio.runenv import environment
+from cvmfs_modelio.jsonout import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "probe_vs_fio.json"
 METRICS = ("bw_bps", "iops", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "mean_ns", "overhead_ns")
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             "random_ops": {"cold": args.count, "warm": args.count_warm},
             "rows": rows,
             "table": format_table(rows),
-            "environment": {**environment(), "fio": fio_version.strip()},
+            "fio": fio_version.strip(),
         },
     )
     return 0

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio import units
-from cvmfs_modelio.commands.probe import write_json
+from cvmfs_modelio.jsonout import write_json
 from cvmfs_modelio.probe import ProbeSummary, probe
-from cvmfs_modelio.runenv import environment
 
 
 @dataclass(frozen=True)
@@ -165,7 +164,5 @@ def run(args: argparse.Namespace) -> int:
         rows = run_demo(Path(tmp), weight_bytes=weight_bytes)
     print(format_rows(rows))
     if args.json_out is not None:
-        write_json(
-            args.json_out, {"rows": [r.to_dict() for r in rows], "environment": environment()}
-        )
+        write_json(args.json_out, {"rows": [r.to_dict() for r in rows]})
     return 0

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio import units
 from cvmfs_modelio.errors import UsageError
 from cvmfs_modelio.events import write_event_file
+from cvmfs_modelio.jsonout import environment, write_json
 from cvmfs_modelio.probe import PATTERNS, ProbeSummary, load_ranges, probe
-from cvmfs_modelio.runenv import environment
 
 
 def _size(what: str) -> Any:
@@ -95,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     s = res.summary
     print(format_summary(s))
     if args.json_out is not None:
-        write_json(args.json_out, {"summary": s.to_dict(), "environment": environment()})
+        write_json(args.json_out, {"summary": s.to_dict()})
     if args.events_out is not None:
         log = res.event_log()
         log.meta["environment"] = environment()
@@ -107,27 +104,6 @@ def _check_writable_dest(dest: str) -> None:
     parent = Path(dest).resolve().parent
     if not parent.is_dir():
         raise UsageError(f"{dest}: directory {parent} does not exist")
-
-
-def write_json(dest: str, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON atomically (temp file in the same directory, then rename)."""
-    target = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.resolve().parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=_json_default, allow_nan=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; results are for everyone to read
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_default(o: object) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _res(v: int | str, total: int) -> str:
