@@ -11,7 +11,14 @@ from cvmfs_modelio import units
 from cvmfs_modelio.errors import UsageError
 from cvmfs_modelio.events import write_event_file
 from cvmfs_modelio.jsonout import environment, write_json
-from cvmfs_modelio.probe import PATTERNS, ProbeSummary, load_ranges, probe
+from cvmfs_modelio.probe import (
+    FADVISE_HINTS,
+    MADVISE_HINTS,
+    PATTERNS,
+    ProbeSummary,
+    load_ranges,
+    probe,
+)
 
 
 def _size(what: str) -> Any:
@@ -42,8 +49,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--seed", type=str, default="0", help="seed of the random patterns")
     p.add_argument("--list", dest="list_file", default=None, help="'offset length' lines")
     p.add_argument("--threads", type=str, default="1", help="workers sharing the op list")
-    p.add_argument("--fadvise", default=None, help="posix_fadvise hint before the run")
-    p.add_argument("--madvise", default=None, help="madvise hint on the mapping (mmap patterns)")
+    p.add_argument(
+        "--fadvise", default=None, help=f"posix_fadvise before the run: {', '.join(FADVISE_HINTS)}"
+    )
+    p.add_argument(
+        "--madvise", default=None, help=f"madvise on the mapping: {', '.join(MADVISE_HINTS)}"
+    )
     p.add_argument("--cold", action="store_true", help="evict the file from the page cache first")
     p.add_argument("--faults", action="store_true", help="count page faults per operation")
     p.add_argument(
