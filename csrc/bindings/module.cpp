@@ -7,4 +7,5 @@ PYBIND11_MODULE(_native, m) {
   m.doc() = "cvmfs-modelio native engines";
   cmio::register_events(m);
   cmio::register_chunking(m);
+  cmio::register_probe(m);
 }

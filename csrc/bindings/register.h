@@ -5,4 +5,5 @@
 namespace cmio {
 void register_events(pybind11::module_& m);
 void register_chunking(pybind11::module_& m);
+void register_probe(pybind11::module_& m);
 }  // namespace cmio

@@ -4,4 +4,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from cvmfs_modelio.probe import ProbeResult, ProbeSummary, probe
+
+__all__ = ["ProbeResult", "ProbeSummary", "__version__", "probe"]

@@ -1,4 +1,6 @@
 # Type stubs for the compiled extension (csrc/bindings).  Keep in step with register_*.cpp.
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import Buffer
@@ -58,3 +60,40 @@ def xor32_threshold(avg_size: int) -> int: ...
 def xor32_cuts(
     candidates: npt.NDArray[np.int64], file_size: int, min_size: int, max_size: int
 ) -> npt.NDArray[np.int64]: ...
+
+# probe
+def probe_patterns() -> list[str]: ...
+def probe_fadvise_hints() -> list[str]: ...
+def probe_madvise_hints() -> list[str]: ...
+def probe_pattern_is_mmap(name: str) -> bool: ...
+def probe_plan(
+    pattern: str,
+    file_size: int,
+    block: int,
+    stride: int,
+    count: int,
+    align: int,
+    seed: int,
+    page_size: int,
+    ranges: npt.NDArray[np.int64] | None = None,
+) -> npt.NDArray[np.int64]: ...
+def probe_run(
+    path: str,
+    pattern: str,
+    block: int,
+    stride: int,
+    count: int,
+    align: int,
+    seed: int,
+    ranges: npt.NDArray[np.int64] | None,
+    threads: int,
+    fadvise: str,
+    madvise: str,
+    cold: bool,
+    faults: bool,
+    verify: str,
+    file_id: int,
+    residency: str = "auto",
+) -> tuple[npt.NDArray[np.void], dict[str, Any]]: ...
+def probe_resident_pages(path: str) -> npt.NDArray[np.bool_]: ...
+def probe_pattern_bytes(offset: int, n: int) -> bytes: ...
