@@ -85,6 +85,7 @@ size_t do_fread(size_t size, size_t n, FILE* f, Call call) noexcept {
 }  // namespace
 
 extern "C" {
+#pragma GCC visibility push(default)
 
 FILE* fopen(const char* path, const char* mode) {
   return do_fopen(path, [&] { return r_fopen()(path, mode); });
@@ -115,4 +116,5 @@ int fclose(FILE* f) {
   return r;
 }
 
+#pragma GCC visibility pop
 }  // extern "C"
