@@ -109,7 +109,7 @@ int do_open(int dirfd, const char* path, int flags, Call call) noexcept {
   if (fd >= 0) {
     fid = pl::track_fd(fd);
     if (fid < 0) return fd;  // not a regular file under a traced prefix
-  } else if (path[0] == '/' && !pl::path_may_match(path)) {
+  } else if (!pl::failed_path_matches(path)) {
     return fd;
   }
   Event e = make(Op::kOpen, fid, fd, t0, t1, -1, 0, fd, err);

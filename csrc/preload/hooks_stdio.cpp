@@ -41,7 +41,7 @@ FILE* do_fopen(const char* path, Call call) noexcept {
   int err = f == nullptr ? errno : 0;
   pl::ErrnoGuard g;
   if (f == nullptr) {
-    if (path[0] == '/' && !pl::path_may_match(path)) return f;
+    if (!pl::failed_path_matches(path)) return f;
     Event e = make(Op::kFopen, -1, -1, t0, t1);
     e.result = -1;
     e.err = err;
