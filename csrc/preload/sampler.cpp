@@ -44,7 +44,14 @@ struct Map {
   std::uint8_t* pbase;   // what to munmap
   std::size_t pbase_len;
   std::int64_t last_ns;
+  std::uint32_t idle;   // consecutive looks that found nothing new
+  std::uint32_t skip;   // sweeps to skip before the next look
 };
+
+// A mapping whose last looks found nothing is looked at less often (every 2, 4, then
+// at most kMaxSkip+1 intervals); one that changes is looked at every interval.  The
+// reported bound stays exact: it is always the time since this mapping's last look.
+constexpr std::uint32_t kMaxSkip = 7;
 
 Map g_maps[kMaxMaps];
 int g_nlive = 0;
@@ -109,7 +116,9 @@ class RunEmitter {
   std::size_t run_len_ = 0;
 };
 
-void sample(Map& m, std::int64_t now) noexcept {
+// Returns true if any new page was found.
+bool sample(Map& m, std::int64_t now) noexcept {
+  bool found = false;
   const std::size_t npages = (m.len + static_cast<std::size_t>(page()) - 1) / page();
   constexpr std::size_t kChunk = 512;
   {
@@ -125,6 +134,7 @@ void sample(Map& m, std::int64_t now) noexcept {
         if ((vec[k] & 1) && !(m.pstate[i + k] & kResident)) {
           m.pstate[i + k] |= kResident;
           runs.add(i + k);
+          found = true;
         }
       }
     }
@@ -150,12 +160,14 @@ void sample(Map& m, std::int64_t now) noexcept {
         if ((ent[k] >> 63) && !(m.pstate[i + k] & kMapped)) {
           m.pstate[i + k] |= kMapped;
           runs.add(i + k);
+          found = true;
         }
       }
     }
     runs.emit();
   }
   m.last_ns = now;
+  return found;
 }
 
 void sleep_ns(std::int64_t ns) noexcept {
@@ -192,7 +204,17 @@ void* sampler_main(void*) {
     const std::int64_t now = monotonic_ns();
     for (Map& m : g_maps) {
       if (__atomic_load_n(&m.state, __ATOMIC_ACQUIRE) != 1 || !trylock_map(m)) continue;
-      if (__atomic_load_n(&m.state, __ATOMIC_ACQUIRE) == 1) sample(m, now);
+      if (__atomic_load_n(&m.state, __ATOMIC_ACQUIRE) == 1) {
+        if (m.skip > 0) {
+          --m.skip;
+        } else if (sample(m, now)) {
+          m.idle = 0;
+        } else {
+          m.idle = m.idle < 16 ? m.idle + 1 : m.idle;
+          const std::uint32_t backoff = (1u << (m.idle < 3 ? m.idle : 3)) - 1;
+          m.skip = backoff < kMaxSkip ? backoff : kMaxSkip;
+        }
+      }
       unlock_map(m);
     }
     flush_own_buffer();
@@ -250,6 +272,8 @@ void map_added(void* addr, std::size_t len, std::int32_t file_id, std::int64_t f
     m.pstate = m.pbase;
     m.last_ns = t_ns;
     m.lock = 0;
+    m.idle = 0;
+    m.skip = 0;
     // Baseline: pages already in the page cache at mmap time are not page-ins.
     if (syscall(SYS_mincore, addr, len, m.pstate) == 0) {
       for (std::size_t i = 0; i < npages; ++i) m.pstate[i] &= kResident;
