@@ -322,3 +322,16 @@ def test_vfork_exec_child_is_traced(tmp_path: Path, trace_sig: Path) -> None:
     assert read_bytes(ev[ev["pid"] == cat[0]]) == len(data)
     parent = ev[ev["pid"] != cat[0]]
     assert ops(parent) == ["OPEN", "PREAD"]
+
+
+def test_library_needs_only_libc() -> None:
+    """No C++ runtime in the interposer: it must not allocate or throw behind the program."""
+    from cvmfs_modelio.trace import preload_library
+
+    r = subprocess.run(
+        ["readelf", "-d", str(preload_library())], capture_output=True, text=True, check=True
+    )
+    needed = sorted(
+        line.split("[")[1].rstrip("]") for line in r.stdout.splitlines() if "(NEEDED)" in line
+    )
+    assert needed == ["libc.so.6"]

@@ -109,7 +109,7 @@ int do_open(int dirfd, const char* path, int flags, Call call) noexcept {
   if (fd >= 0) {
     fid = pl::track_fd(fd);
     if (fid < 0) return fd;  // not a regular file under a traced prefix
-  } else if (path[0] == '/' && !pl::path_may_match(path)) {
+  } else if (!pl::failed_path_matches(path)) {
     return fd;
   }
   Event e = make(Op::kOpen, fid, fd, t0, t1, -1, 0, fd, err);
@@ -135,6 +135,7 @@ inline bool needs_mode(int flags) noexcept {
   }
 
 extern "C" {
+#pragma GCC visibility push(default)
 
 int open(const char* path, int flags, ...) {
   CMIO_VA_MODE(flags)
@@ -186,6 +187,7 @@ int close(int fd) {
   return r;
 }
 
+#pragma GCC visibility pop
 }  // extern "C"
 
 // -------------------------------------------------------------- read family
@@ -234,6 +236,7 @@ ssize_t preadv_any(int fd, const struct iovec* iov, int n, off_t off, Call call)
 }  // namespace
 
 extern "C" {
+#pragma GCC visibility push(default)
 
 ssize_t read(int fd, void* buf, size_t n) {
   return at_pos(Op::kRead, fd, static_cast<std::int64_t>(n),
@@ -277,6 +280,7 @@ ssize_t preadv64v2(int fd, const struct iovec* iov, int n, off_t off, int flags)
   return preadv_any(fd, iov, n, off, [&] { return r_preadv64v2()(fd, iov, n, off, flags); });
 }
 
+#pragma GCC visibility pop
 }  // extern "C"
 
 namespace {
@@ -359,6 +363,7 @@ int do_fcntl(int fd, int cmd, Call call) noexcept {
 }  // namespace
 
 extern "C" {
+#pragma GCC visibility push(default)
 
 off_t lseek(int fd, off_t off, int whence) {
   return do_lseek(fd, off, whence, [&] { return r_lseek()(fd, off, whence); });
@@ -497,4 +502,5 @@ void _Exit(int status) {
 // real fork instead, which POSIX allows as an implementation of vfork.
 pid_t vfork(void) { return r_fork()(); }
 
+#pragma GCC visibility pop
 }  // extern "C"

@@ -61,6 +61,7 @@ void* do_mmap(size_t len, int prot, int flags, int fd, off_t off, Call call) noe
 }  // namespace
 
 extern "C" {
+#pragma GCC visibility push(default)
 
 void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
   return do_mmap(len, prot, flags, fd, off,
@@ -112,4 +113,5 @@ int madvise(void* addr, size_t len, int advice) {
   return r;
 }
 
+#pragma GCC visibility pop
 }  // extern "C"

@@ -41,7 +41,7 @@ FILE* do_fopen(const char* path, Call call) noexcept {
   int err = f == nullptr ? errno : 0;
   pl::ErrnoGuard g;
   if (f == nullptr) {
-    if (path[0] == '/' && !pl::path_may_match(path)) return f;
+    if (!pl::failed_path_matches(path)) return f;
     Event e = make(Op::kFopen, -1, -1, t0, t1);
     e.result = -1;
     e.err = err;
@@ -85,6 +85,7 @@ size_t do_fread(size_t size, size_t n, FILE* f, Call call) noexcept {
 }  // namespace
 
 extern "C" {
+#pragma GCC visibility push(default)
 
 FILE* fopen(const char* path, const char* mode) {
   return do_fopen(path, [&] { return r_fopen()(path, mode); });
@@ -115,4 +116,5 @@ int fclose(FILE* f) {
   return r;
 }
 
+#pragma GCC visibility pop
 }  // extern "C"

@@ -549,6 +549,12 @@ bool path_may_match(const char* path) noexcept {
   return prefix_match(path);
 }
 
+bool failed_path_matches(const char* path) noexcept {
+  if (g_trace_fd < 0 || path == nullptr) return false;
+  if (path[0] != '/') return g_nprefix == 0;
+  return prefix_match(path);
+}
+
 std::int32_t track_fd(int fd) noexcept {
   if (fd < 0 || fd >= kMaxFd || g_trace_fd < 0) return -1;
   TracerScope scope;

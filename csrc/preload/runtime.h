@@ -74,6 +74,9 @@ void write_frame(const void* data, std::size_t n) noexcept;
 // ---- descriptors and files
 // Does `path` (as passed to open) possibly match?  Cheap filter before any syscall.
 bool path_may_match(const char* path) noexcept;
+// Is a failed open of `path` (as passed) under a traced prefix?  Relative paths
+// count only when no prefix was given.
+bool failed_path_matches(const char* path) noexcept;
 // After a successful open of `fd`: resolve its path, match, register.  Returns file id or -1.
 std::int32_t track_fd(int fd) noexcept;
 // File id of a tracked fd, or -1.

@@ -30,10 +30,11 @@ def chrome_trace(log: EventLog) -> dict[str, Any]:
     t0 = _t0(log)
     out: list[dict[str, Any]] = []
     for proc in log.meta.get("processes", []):
-        argv = proc.get("argv") or ["?"]
-        pid = int(proc.get("pid", 0))
+        if "pid" not in proc:
+            continue  # perf.cmtr: events carry the pids of the processes they name
+        name = " ".join(str(a) for a in proc.get("argv") or ["?"])
         out.append(
-            {"ph": "M", "name": "process_name", "pid": pid, "args": {"name": " ".join(argv)}}
+            {"ph": "M", "name": "process_name", "pid": int(proc["pid"]), "args": {"name": name}}
         )
     resident: dict[tuple[int, int], int] = {}
     for e in log.events:

@@ -108,9 +108,12 @@ def start(trace_dir: Path, inodes: list[int] | None) -> PerfRecorder | str:
         cmd += ["-e", tp]
         if filt:
             cmd += ["--filter", filt]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # perf's messages go to a file: a pipe that nobody drains could block it.
+    errlog = fifo_dir / "perf.err"
+    with open(errlog, "wb") as err:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
     rec = PerfRecorder(proc, data, fifo_dir)
     try:
         # Opening the fifos blocks until perf opens its ends; a perf that dies first
@@ -118,8 +121,9 @@ def start(trace_dir: Path, inodes: list[int] | None) -> PerfRecorder | str:
         wfd = -1
         for _ in range(2000):
             if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-                return f"perf record failed: {err.splitlines()[-1] if err else proc.returncode}"
+                msg = errlog.read_text(errors="replace").strip()
+                rec.stop()
+                return f"perf record failed: {msg.splitlines()[-1] if msg else proc.returncode}"
             try:
                 wfd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
                 break

@@ -73,6 +73,9 @@ int main(int argc, char** argv) {
   errno = 0;
   int fd2 = open("/nonexistent/cmio-trace-test", O_RDONLY);
   printf("open(missing) = %d errno=%d\n", fd2, errno);
+  errno = 0;
+  fd2 = open("/cmio-untraced-missing", O_RDONLY); /* outside every prefix: no event */
+  printf("open(untraced missing) = %d errno=%d\n", fd2, errno);
   close(g_fd);
 
   FILE* f = fopen(argv[1], "rb");
