@@ -16,7 +16,7 @@ from typing import NoReturn
 from cvmfs_modelio import __version__
 from cvmfs_modelio.errors import UsageError
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("sim",)
 
 PROG = "cvmfs-modelio"
 

@@ -9,7 +9,7 @@ import argparse
 import importlib
 from typing import Any
 
-SIM_COMMANDS: tuple[str, ...] = ()
+SIM_COMMANDS: tuple[str, ...] = ("publish",)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

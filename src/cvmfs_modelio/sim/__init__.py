@@ -1,0 +1,1 @@
+"""The emulated CVMFS stack: publish (store writer), serve (HTTP), mount (FUSE client control)."""
