@@ -9,7 +9,7 @@ import argparse
 import importlib
 from typing import Any
 
-SIM_COMMANDS: tuple[str, ...] = ("publish", "mount", "umount", "wipe_cache")
+SIM_COMMANDS: tuple[str, ...] = ("publish", "serve", "mount", "umount", "wipe_cache")
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
