@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import multiprocessing as mp
 import os
 import shutil
 import sqlite3
@@ -13,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cvmfs_modelio.events import Op, Source, read_event_file
+from cvmfs_modelio.events import EventLog, Op, Source, read_event_file
 from cvmfs_modelio.sim.publish import PublishParams, publish
 from cvmfs_modelio.sim.store import MANIFEST, Manifest, object_path, read_manifest, write_atomic
 
@@ -97,59 +99,102 @@ def publish_tree(files: dict[str, bytes], root: Path, store: Path, params: Publi
 
 
 @contextmanager
-def served(store: Path, **kw: Any) -> Iterator[Any]:
-    """The store over HTTP on an ephemeral loopback port (``sim serve``'s builtin server)."""
+def served(store: Path, **kw: Any) -> Iterator[ChildServer]:
+    """``sim serve``'s stack for ``store`` on an ephemeral loopback port, in a child process.
+
+    Out of process on purpose: a test that reads the mount through mmap (or any call
+    that holds the GIL while the kernel waits for the FUSE client) would otherwise stall
+    an in-process server, which needs the GIL to answer.
+    """
+    srv = ChildServer(store, kw)
     try:
-        from cvmfs_modelio.sim.serve import serve
-    except ImportError:  # TEMPORARY until simstore's serve lands
-        yield from _fallback(store)
-        return
-    with serve(store, port=0, **kw) as srv:
         yield srv
+    finally:
+        srv.close()
 
 
-def _fallback(store: Path) -> Iterator[Any]:
-    import functools
-    import http.server
-    import threading
+class ChildServer:
+    """A ServerStack running in a spawned process, driven over a pipe."""
 
-    import numpy as np
+    def __init__(self, store: Path, kw: dict[str, Any]) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_server_child, args=(child, str(store), kw), daemon=True)
+        self._proc.start()
+        child.close()
+        if not self._conn.poll(60):
+            self.close()
+            raise RuntimeError("server did not start")
+        status, a, b = self._conn.recv()
+        if status != "ok":
+            self.close()
+            raise RuntimeError(f"server failed: {a}")
+        self.url: str = a
+        self.proxy: str | None = b
 
-    from cvmfs_modelio.events import EventLog, FileEntry, empty_events
+    def _call(self, *msg: Any) -> Any:
+        self._conn.send(msg)
+        status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(value)
+        return value
 
-    rows: list[tuple[str, int]] = []
+    def requests(self, min_count: int = 0) -> EventLog:
+        log: EventLog = self._call("requests", min_count)
+        return log
 
-    class H(http.server.SimpleHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def proxy_requests(self, min_count: int = 0) -> EventLog:
+        log: EventLog = self._call("proxy_requests", min_count)
+        return log
 
-        def log_message(self, *a: Any) -> None:
-            pass
+    def set_faults(self, rules: list[Any]) -> None:
+        self._call("set_faults", rules)
 
-        def send_head(self):  # type: ignore[no-untyped-def]
-            rows.append((self.path, time.monotonic_ns()))
-            return super().send_head()
+    def faults_fired(self) -> list[int]:
+        fired: list[int] = self._call("faults_fired")
+        return fired
 
-    srv = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(H, directory=str(store))
-    )
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    def close(self) -> None:
+        if self._proc.is_alive():
+            with contextlib.suppress(OSError, BrokenPipeError):
+                self._conn.send(("stop",))
+            self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+        self._conn.close()
 
-    class S:
-        url = f"http://127.0.0.1:{srv.server_address[1]}"
 
-        def requests(self) -> EventLog:
-            ev = empty_events(len(rows))
-            files = {}
-            for i, (path, t) in enumerate(rows):
-                ev["t_start_ns"][i] = t
-                ev["file_id"][i] = i
-                files[i] = FileEntry(i, path, 0)
-            return EventLog(ev, files)
+def _server_child(conn: Any, store: str, kw: dict[str, Any]) -> None:
+    from cvmfs_modelio.sim.server import serve
 
     try:
-        yield S()
+        stack = serve(store, port=0, **kw).start()
+    except BaseException as e:
+        conn.send(("err", f"{type(e).__name__}: {e}", None))
+        return
+    try:
+        conn.send(("ok", stack.url, stack.proxy))
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                break
+            try:
+                if msg[0] == "requests":
+                    value: Any = stack.requests(msg[1])
+                elif msg[0] == "proxy_requests":
+                    value = stack.proxy_requests(msg[1])
+                elif msg[0] == "set_faults":
+                    value = stack.set_faults(msg[1])
+                elif msg[0] == "faults_fired":
+                    value = stack.faults_fired()
+                else:
+                    raise ValueError(f"unknown request {msg[0]!r}")
+                conn.send(("ok", value))
+            except Exception as e:
+                conn.send(("err", f"{type(e).__name__}: {e}"))
     finally:
-        srv.shutdown()
+        stack.close()
 
 
 def fetches(log_path: Path, t0: int = 0, t1: int = 1 << 62) -> list[tuple[str, int, int]]:

@@ -82,9 +82,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         if p.is_file():
             files["cms/" + p.relative_to(CMS_MODELS).as_posix()] = p.read_bytes()
     src, store = base / "src", base / "store"
-    publish_tree(files, src, store, PublishParams())
+    (src / "synthetic").mkdir(parents=True)
     os.symlink("tiny.txt", src / "synthetic" / "link_to_tiny")
-    publish_tree({}, src, store, PublishParams())  # revision 2 with the symlink
+    publish_tree(files, src, store, PublishParams())
     return src, store
 
 
@@ -390,7 +390,7 @@ def test_fetch_vectors_of_the_real_client(vec_store: Path, tmp_path: Path) -> No
                 t1 = _now()
                 after = m.counters()
                 spans.append((v, t0, t1, counter_delta(before, after)))
-                served_paths = _served_objects(srv, n_req)
+                served_paths = _served_objects(srv, n_req, len(v["fetched_objects_in_order"]))
                 assert served_paths == v["fetched_objects_in_order"], v["workload"]
     for v, t0, t1, delta in spans:
         got = fetches(log, t0, t1)
@@ -407,9 +407,12 @@ def _now() -> int:
     return time.monotonic_ns()
 
 
-def _served_objects(srv: Any, skip: int) -> list[str]:
-    """Object paths the server answered since request number ``skip``, in order."""
-    log = srv.requests()
+def _served_objects(srv: Any, skip: int, expect: int = 0) -> list[str]:
+    """Object paths the server answered since request number ``skip``, in order.
+
+    Waits (briefly) for ``expect`` of them: the server logs a request after its last byte.
+    """
+    log = srv.requests(skip + expect)
     ev = log.events[skip:]
     ev = ev[ev["t_start_ns"].argsort(kind="stable")]
     out = []
@@ -445,7 +448,7 @@ def test_first_mib_of_a_40mib_file_fetches_exactly_its_first_chunk(
         assert d["fetch.n_downloads"] == 1
         assert d["cvmfs.n_fs_read"] == 9  # as the real client: 9 FUSE reads of 128 KiB
         c0 = chunks[0]
-        assert _served_objects(srv, 0)[-1] == f"data/{c0.hash[:2]}/{c0.hash[2:]}P"
+        assert _served_objects(srv, 0, 3)[-1] == f"data/{c0.hash[:2]}/{c0.hash[2:]}P"
         assert d["download.sz_transferred_bytes"] == (
             vec_store / "data" / c0.hash[:2] / (c0.hash[2:] + "P")
         ).stat().st_size
@@ -460,7 +463,7 @@ def test_first_mib_of_a_40mib_file_fetches_exactly_its_first_chunk(
         finally:
             os.close(fd)
         want = [f"data/{c.hash[:2]}/{c.hash[2:]}P" for c in chunks[1:3]]
-        assert _served_objects(srv, n) == want
+        assert _served_objects(srv, n, 2) == want
         assert counter_delta(b, m.counters())["fetch.n_downloads"] == 2
 
 
@@ -490,7 +493,7 @@ def test_unchunked_file_is_fetched_whole_at_open_then_cache_hits(
         assert d["fetch.n_downloads"] == 1
         assert d["download.sz_transferred_bytes"] == obj.stat().st_size
         assert d["cvmfs.n_fs_read"] == 0
-        assert _served_objects(server, n) == [f"data/{h[:2]}/{h[2:]}"]
+        assert _served_objects(server, n, 1) == [f"data/{h[:2]}/{h[2:]}"]
         # Cached decompressed, like the real client: <cache>/XX/<rest>.
         cached = cache / h[:2] / h[2:]
         assert cached.read_bytes() == zlib.decompress(obj.read_bytes())
@@ -536,7 +539,7 @@ def test_concurrent_opens_share_one_download(mnt: SimMount, server: Any) -> None
     for t in threads:
         t.join()
     assert len(out) == 6 and len(set(out)) == 1
-    assert len(_served_objects(server, n)) == 1
+    assert len(_served_objects(server, n, 1)) == 1
 
 
 def test_event_log_records_fuse_requests_and_fetches(tmp_path: Path, server: Any) -> None:
@@ -558,8 +561,10 @@ def test_event_log_records_fuse_requests_and_fetches(tmp_path: Path, server: Any
     assert {ev.files[int(i)].path for i in reads["file_id"]} == {"/synthetic/chunked_22m.bin"}
     assert int(reads["offset"].min()) <= 5 * MiB < int((reads["offset"] + reads["result"]).max())
     fetched = e[(e["source"] == Source.FETCH)]
-    assert len(fetched) == 1 and int(fetched["aux"][0]) == 200
-    assert ev.files[int(fetched["file_id"][0])].path.endswith("P")
+    paths = [ev.files[int(i)].path for i in fetched["file_id"]]
+    # The root catalog at mount time, then the one chunk holding offset 5 MiB.
+    assert len(paths) == 2 and paths[0].endswith("C") and paths[1].endswith("P")
+    assert [int(a) for a in fetched["aux"]] == [200, 200]
     assert ev.meta["counters"]["cvmfs.n_fs_read"] == len(reads)
 
 

@@ -635,7 +635,8 @@ int run(int argc, char** argv) {
   pthread_kill(ctl_thread.native_handle(), SIGUSR2);
   ctl_thread.join();
 
-  int rc = loop_rc == 0 ? 0 : 1;
+  // libfuse reports the signal that ended the loop: SIGINT/SIGTERM/SIGHUP are a clean stop.
+  int rc = (loop_rc == 0 || loop_rc == SIGINT || loop_rc == SIGTERM || loop_rc == SIGHUP) ? 0 : 1;
   if (!fs.opt.log.empty()) {
     std::string counters = "{";
     std::string text = fs.counters.render();
