@@ -124,7 +124,11 @@ def test_every_file_reads_back_byte_identical(tree: tuple[Path, Path], mnt: SimM
         data = (mnt.path / rel).read_bytes()
         assert hashlib.sha256(data).digest() == hashlib.sha256(p.read_bytes()).digest(), rel
         st, sm = p.stat(), (mnt.path / rel).stat()
-        assert (sm.st_size, sm.st_mode, int(sm.st_mtime)) == (st.st_size, st.st_mode, int(st.st_mtime))
+        assert (sm.st_size, sm.st_mode, int(sm.st_mtime)) == (
+            st.st_size,
+            st.st_mode,
+            int(st.st_mtime),
+        )
     assert os.readlink(mnt.path / "synthetic" / "link_to_tiny") == "tiny.txt"
     assert (mnt.path / "synthetic" / "link_to_tiny").read_bytes() == b"hello cvmfs\n"
     assert sorted(os.listdir(mnt.path)) == sorted(os.listdir(src))
@@ -147,7 +151,7 @@ def test_random_reads_match_source(tree: tuple[Path, Path], mnt: SimMount) -> No
 
 def test_mount_is_read_only(mnt: SimMount) -> None:
     with pytest.raises(OSError) as e:
-        open(mnt.path / "synthetic" / "tiny.txt", "r+b")
+        os.open(mnt.path / "synthetic" / "tiny.txt", os.O_RDWR)
     assert e.value.errno == errno.EROFS
     with pytest.raises(OSError):
         (mnt.path / "new.txt").write_bytes(b"x")
@@ -193,13 +197,19 @@ def test_xattrs_match_the_catalog(tree: tuple[Path, Path], mnt: SimMount) -> Non
             assert os.listxattr(p) == []
 
 
-def test_magic_xattrs_listed_on_root_only_readable_everywhere(
-    mnt: SimMount, server: Any
-) -> None:
+def test_magic_xattrs_listed_on_root_only_readable_everywhere(mnt: SimMount, server: Any) -> None:
     root = os.listxattr(mnt.path)
     assert root == sorted(root)
-    for name in ("user.host", "user.proxy", "user.timeout", "user.rx", "user.speed",
-                 "user.ndownload", "user.nioerr", "user.hitrate"):
+    for name in (
+        "user.host",
+        "user.proxy",
+        "user.timeout",
+        "user.rx",
+        "user.speed",
+        "user.ndownload",
+        "user.nioerr",
+        "user.hitrate",
+    ):
         assert name in root
     assert "user.chunk_list" not in root and "user.hash" not in root  # not a regular file
     sub = mnt.path / "synthetic"
@@ -268,9 +278,10 @@ def test_xattrs_byte_identical_to_the_real_client(raw_xattr_store: Path, tmp_pat
     files = {"P1_r3_s7": "vec/P1/r3_s7.bin", "P5_r32_s77": "vec/P5/r32_s77.bin"}
     (tmp_path / "mnt").mkdir()
     compared = 0
-    with served(raw_xattr_store) as srv, SimMount(
-        srv.url, tmp_path / "mnt", MountOptions(cache=tmp_path / "cache")
-    ) as m:
+    with (
+        served(raw_xattr_store) as srv,
+        SimMount(srv.url, tmp_path / "mnt", MountOptions(cache=tmp_path / "cache")) as m,
+    ):
         for capture in sorted(raw.iterdir()):
             prefix, _, form = capture.name.removesuffix(".txt").partition("__")
             value = os.getxattr(m.path / files[prefix], forms[form])
@@ -360,10 +371,16 @@ def vec_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fetch-vector files under vec/P1 (4/8/16 MiB) and vec/P2 (1/2/4 MiB)."""
     base = tmp_path_factory.mktemp("vecstore")
     names = {
-        "P1": [("halfzero.bin", "halfzero_bin"), ("r40_s12345.bin", "r40_s12345_bin"),
-               ("model.safetensors", "model_safetensors")],
-        "P2": [("r3_s7.bin", "r3_s7_bin"), ("r40_s12345.bin", "r40_s12345_bin"),
-               ("model.safetensors", "model_safetensors")],
+        "P1": [
+            ("halfzero.bin", "halfzero_bin"),
+            ("r40_s12345.bin", "r40_s12345_bin"),
+            ("model.safetensors", "model_safetensors"),
+        ],
+        "P2": [
+            ("r3_s7.bin", "r3_s7_bin"),
+            ("r40_s12345.bin", "r40_s12345_bin"),
+            ("model.safetensors", "model_safetensors"),
+        ],
     }
     for tag, params in (("P1", P1), ("P2", P2)):
         files = {f"vec/{tag}/{n}": vector_file(tag, stem)[1] for n, stem in names[tag]}
@@ -437,9 +454,12 @@ def test_first_mib_of_a_40mib_file_fetches_exactly_its_first_chunk(
     chunks = _catalog_chunks(vec_store, "/vec/P1/r40_s12345.bin")
     assert len(chunks) > 2
     (tmp_path / "mnt").mkdir()
-    with served(vec_store) as srv, SimMount(
-        srv.url, tmp_path / "mnt", MountOptions(cache=tmp_path / "c", log=tmp_path / "l.evt")
-    ) as m:
+    with (
+        served(vec_store) as srv,
+        SimMount(
+            srv.url, tmp_path / "mnt", MountOptions(cache=tmp_path / "c", log=tmp_path / "l.evt")
+        ) as m,
+    ):
         p = m.path / "vec/P1/r40_s12345.bin"
         b = m.counters()
         with open(p, "rb", buffering=0) as f:
@@ -449,9 +469,10 @@ def test_first_mib_of_a_40mib_file_fetches_exactly_its_first_chunk(
         assert d["cvmfs.n_fs_read"] == 9  # as the real client: 9 FUSE reads of 128 KiB
         c0 = chunks[0]
         assert _served_objects(srv, 0, 3)[-1] == f"data/{c0.hash[:2]}/{c0.hash[2:]}P"
-        assert d["download.sz_transferred_bytes"] == (
-            vec_store / "data" / c0.hash[:2] / (c0.hash[2:] + "P")
-        ).stat().st_size
+        assert (
+            d["download.sz_transferred_bytes"]
+            == (vec_store / "data" / c0.hash[:2] / (c0.hash[2:] + "P")).stat().st_size
+        )
         # A 4 KiB read across the boundary of chunks 1 and 2 fetches exactly those two.
         b = m.counters()
         n = len(srv.requests().events)
@@ -547,14 +568,17 @@ def test_event_log_records_fuse_requests_and_fetches(tmp_path: Path, server: Any
 
     (tmp_path / "mnt").mkdir()
     log = tmp_path / "log.evt"
-    with SimMount(server.url, tmp_path / "mnt", MountOptions(cache=tmp_path / "c", log=log)) as m:
-        with open(m.path / "synthetic" / "chunked_22m.bin", "rb") as f:
-            f.seek(5 * MiB)
-            assert len(f.read(4096)) == 4096
+    opts = MountOptions(cache=tmp_path / "c", log=log)
+    with (
+        SimMount(server.url, tmp_path / "mnt", opts) as m,
+        open(m.path / "synthetic" / "chunked_22m.bin", "rb") as f,
+    ):
+        f.seek(5 * MiB)
+        assert len(f.read(4096)) == 4096
     ev = read_event_file(log)
     assert ev.meta["source"] == "cmio-simfs" and ev.meta["clock"] == "CLOCK_MONOTONIC"
     e = ev.events
-    ops = [(int(s), int(o)) for s, o in zip(e["source"], e["op"])]
+    ops = [(int(s), int(o)) for s, o in zip(e["source"], e["op"], strict=True)]
     assert (Source.FUSE, Op.FUSE_OPEN) in ops and (Source.FUSE, Op.FUSE_RELEASE) in ops
     reads = e[(e["source"] == Source.FUSE) & (e["op"] == Op.FUSE_READ)]
     assert len(reads) >= 1
@@ -692,3 +716,105 @@ def test_cli_mount_rejects_a_store_that_is_not_one(tmp_path: Path) -> None:
 def test_parse_counters_reads_cvmfs_talk_format() -> None:
     text = "Raw Counters:\ncvmfs.n_fs_open|3|Overall number\nbad line\nx|notint|y\n"
     assert parse_counters(text) == {"cvmfs.n_fs_open": 3}
+
+
+# ---------------------------------------------------------------- other servers, netem
+
+
+@pytest.mark.parametrize(("server_kind", "proxy"), [("nginx", None), ("builtin", "squid")])
+def test_reads_back_through_nginx_and_squid(
+    tree: tuple[Path, Path], tmp_path: Path, server_kind: str, proxy: str | None
+) -> None:
+    src, store = tree
+    (tmp_path / "mnt").mkdir()
+    with served(store, server=server_kind, proxy=proxy) as srv:
+        opts = MountOptions(cache=tmp_path / "c", proxy=srv.proxy)
+        with SimMount(srv.url, tmp_path / "mnt", opts) as m:
+            for rel, p in _files(src).items():
+                assert (m.path / rel).read_bytes() == p.read_bytes(), rel
+            assert os.getxattr(m.path, "user.proxy") == (srv.proxy or "DIRECT").encode()
+            n_objects = m.counters()["fetch.n_downloads"]
+        origin = [
+            log_path
+            for log_path in (
+                srv.requests(1).files[int(i)].path for i in srv.requests(1).events["file_id"]
+            )
+            if "/data/" in log_path
+        ]
+        assert len(origin) == n_objects  # every object came from the stratum exactly once
+        if proxy:
+            assert len(srv.proxy_requests(n_objects).events) >= n_objects
+
+
+def test_mount_through_the_network_emulator(tree: tuple[Path, Path], tmp_path: Path) -> None:
+    src, store = tree
+    (tmp_path / "mnt").mkdir()
+    log = tmp_path / "log.evt"
+    rtt_ms = 20.0
+    with served(store) as srv:
+        opts = MountOptions(cache=tmp_path / "c", rtt_ms=rtt_ms, bandwidth=200 * MiB, log=log)
+        with SimMount(srv.url, tmp_path / "mnt", opts) as m:
+            host = os.getxattr(m.path, "user.host").decode()
+            assert host != srv.url and host.startswith("http://127.0.0.1:")
+            rel = "synthetic/chunked_22m.bin"
+            assert (m.path / rel).read_bytes() == (src / rel).read_bytes()
+    from cvmfs_modelio.events import Op, Source, read_event_file
+
+    e = read_event_file(log).events
+    f = e[(e["source"] == Source.FETCH) & (e["op"] == Op.FETCH)]
+    assert len(f) >= 2
+    # Each request waits at least one emulated round trip (a bound, not a speed).
+    assert int(f["duration_ns"].min()) >= int(rtt_ms * 1e6)
+
+
+# ---------------------------------------------------------------- one interface
+
+
+def test_cvmfs_interface_on_the_emulated_mount(tree: tuple[Path, Path], mnt: SimMount) -> None:
+    from cvmfs_modelio.cvmfs import SIM, find_mount, open_mount
+
+    _, store = tree
+    rel = "/synthetic/chunked_22m.bin"
+    cm = open_mount(mnt.path / "synthetic")
+    assert cm.kind == SIM and cm.root == mnt.path
+    assert find_mount(mnt.path / rel.lstrip("/")).mountpoint == mnt.path
+    assert cm.repository() == "sim.cvmfs.io"
+    p = cm.locate(rel)
+    assert cm.repo_path(p) == rel
+    assert cm.find("*.onnx", "cms") == sorted((mnt.path / "cms").rglob("*.onnx"))
+    layout = cm.layout(p)
+    chunks = _catalog_chunks(store, rel)
+    assert list(layout.offsets) == [c.offset for c in chunks]
+    assert list(layout.sizes) == [c.size for c in chunks]
+    assert layout.hashes == tuple(c.hash for c in chunks)
+    # Counters with the real client's names; a cold cache costs downloads again.
+    before = cm.counters()
+    for name in (
+        "cvmfs.n_fs_open",
+        "cvmfs.n_fs_read",
+        "fetch.n_downloads",
+        "download.sz_transferred_bytes",
+        "download.n_requests",
+    ):
+        assert name in before
+    data = p.read_bytes()
+    warm = cm.counters()
+    assert warm["fetch.n_downloads"] - before["fetch.n_downloads"] == len(chunks)
+    cm.drop_page_cache([p])  # warm: page cache gone, client cache kept
+    assert p.read_bytes() == data
+    after_warm = cm.counters()
+    assert after_warm["fetch.n_downloads"] == warm["fetch.n_downloads"]
+    assert after_warm["cvmfs.n_fs_read"] > warm["cvmfs.n_fs_read"]
+    cm.clear_caches()  # cold: both gone, without opening any file
+    cold = cm.counters()
+    assert cold["cvmfs.n_fs_open"] == after_warm["cvmfs.n_fs_open"]
+    assert p.read_bytes() == data
+    assert cm.counters()["fetch.n_downloads"] - cold["fetch.n_downloads"] == len(chunks)
+
+
+def test_cvmfs_interface_refuses_other_file_systems(tmp_path: Path) -> None:
+    from cvmfs_modelio.cvmfs import open_mount
+    from cvmfs_modelio.errors import UsageError
+
+    with pytest.raises(UsageError, match="not on a CVMFS mount"):
+        open_mount(tmp_path)

@@ -117,7 +117,7 @@ class CvmfsMount:
     def find(self, pattern: str = "*", under: str = "") -> list[Path]:
         """Regular files below ``under`` whose name matches ``pattern`` (sorted)."""
         base = self.locate(under) if under else self.root
-        out = []
+        out: list[Path] = []
         for dirpath, _dirs, files in os.walk(base):
             out.extend(Path(dirpath) / f for f in files if fnmatch.fnmatch(f, pattern))
         return sorted(out)

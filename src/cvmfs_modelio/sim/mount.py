@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import cvmfs_modelio
@@ -250,17 +249,62 @@ def _with_port(url: str, host: str, port: int) -> str:
     return urlunsplit((parts.scheme, f"{host}:{port}", parts.path, parts.query, parts.fragment))
 
 
-def _start_netem(url: str, opts: MountOptions) -> tuple[Any, str]:
-    """Start the user-space network emulator in front of ``url``; (proxy object, new URL)."""
-    from cvmfs_modelio.sim import netem
+class NetemChild:
+    """``NetemProxy`` in a child process of its own.
 
+    Out of process on purpose: a reader of the mount that holds the GIL while the kernel
+    waits for the FUSE client (an mmap page fault, a C extension reading a file) would
+    stall an in-process proxy, which needs the GIL to forward the bytes.
+    """
+
+    def __init__(self, host: str, port: int, rtt_ms: float, bandwidth: int) -> None:
+        argv = [sys.executable, "-m", "cvmfs_modelio.sim.mount", "--netem", host, str(port)]
+        argv += [repr(float(rtt_ms)), str(int(bandwidth))]
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.isdigit():
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            self.stop()
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            raise UsageError(f"network emulator failed: {lines[-1] if lines else 'no port'}")
+        self.port = int(line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+
+def _start_netem(url: str, opts: MountOptions) -> tuple[NetemChild, str]:
+    """Start the user-space network emulator in front of ``url``; (emulator, new URL)."""
     parts = urlsplit(url)
     if parts.hostname is None:
         raise UsageError(f"{url}: no host in URL")
-    port = parts.port or 80
-    proxy = netem.NetemProxy(parts.hostname, port, opts.rtt_ms, opts.bandwidth or None)
-    proxy.start()
-    return proxy, _with_port(url, "127.0.0.1", int(proxy.port))
+    child = NetemChild(parts.hostname, parts.port or 80, opts.rtt_ms, opts.bandwidth)
+    return child, _with_port(url, "127.0.0.1", child.port)
+
+
+def _netem_main(argv: list[str]) -> int:
+    """Child side of NetemChild: print the listening port, forward until stdin closes."""
+    from cvmfs_modelio.sim.netem import NetemProxy
+
+    host, port, rtt, bw = argv
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with NetemProxy(host, int(port), float(rtt), float(bw)) as proxy:
+        sys.stdout.write(f"{proxy.port}\n")
+        sys.stdout.flush()
+        sys.stdin.read()
+    return 0
 
 
 class SimMount:
@@ -282,7 +326,7 @@ class SimMount:
         self.options.validate()
         self.cache = Path(self.options.cache or default_cache_dir())
         self.proc: subprocess.Popen[bytes] | None = None
-        self._netem: Any = None
+        self._netem: NetemChild | None = None
 
     # -- lifecycle
     def __enter__(self) -> SimMount:
@@ -395,38 +439,36 @@ def _spawn_ready(
     argv: list[str], *, detach: bool, where: str, extra_fds: tuple[int, ...] = ()
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` with a ready pipe appended; wait until it says ``ready``."""
-    rfd, wfd = os.pipe()
-    err = tempfile.TemporaryFile()
-    try:
-        proc = subprocess.Popen(
-            [*argv, "--ready-fd", str(wfd)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            pass_fds=(wfd, *extra_fds),
-            start_new_session=detach,
-        )
-    except OSError as e:
-        os.close(rfd)
-        os.close(wfd)
-        err.close()
-        raise UsageError(f"{argv[0]}: cannot start: {e.strerror}") from None
-    os.close(wfd)
-    try:
-        ok = _read_ready(rfd, proc, READY_TIMEOUT_S)
-    finally:
-        os.close(rfd)
-    if not ok:
+    # stderr goes to an unlinked file: the client may write to it for its whole life.
+    with tempfile.TemporaryFile() as err:
+        rfd, wfd = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [*argv, "--ready-fd", str(wfd)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                pass_fds=(wfd, *extra_fds),
+                start_new_session=detach,
+            )
+        except OSError as e:
+            os.close(rfd)
+            raise UsageError(f"{argv[0]}: cannot start: {e.strerror}") from None
+        finally:
+            os.close(wfd)
+        try:
+            ok = _read_ready(rfd, proc, READY_TIMEOUT_S)
+        finally:
+            os.close(rfd)
+        if ok:
+            return proc
         if proc.poll() is None:
             proc.kill()
         proc.wait()
         err.seek(0)
         lines = [ln for ln in err.read().decode(errors="replace").splitlines() if ln.strip()]
-        err.close()
-        msg = lines[-1] if lines else f"client exited with status {proc.returncode}"
-        raise UsageError(f"{where}: mount failed: {msg}")
-    err.close()
-    return proc
+    msg = lines[-1] if lines else f"client exited with status {proc.returncode}"
+    raise UsageError(f"{where}: mount failed: {msg}")
 
 
 def _read_ready(fd: int, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
@@ -475,3 +517,7 @@ def spawn_detached_wrapper(argv_tail: list[str], where: str) -> None:
     """Re-run ``sim mount`` in the foreground in a new session (keeps netem alive)."""
     argv = [sys.executable, "-m", "cvmfs_modelio.cli", "sim", "mount", *argv_tail, "--foreground"]
     _spawn_ready(argv, detach=True, where=where)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--netem"]:
+    sys.exit(_netem_main(sys.argv[2:]))
