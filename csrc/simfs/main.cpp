@@ -54,6 +54,19 @@ struct Options {
   double timeout_s = 10.0;
   int retries = 1;
   int ready_fd = -1;
+  bool splice = true;
+};
+
+// An open cache file; shared so that a reply can splice from it after the handle has
+// moved on to another chunk.
+struct CacheFd {
+  int fd = -1;
+  explicit CacheFd(int f) : fd(f) {}
+  ~CacheFd() {
+    if (fd >= 0) ::close(fd);
+  }
+  CacheFd(const CacheFd&) = delete;
+  CacheFd& operator=(const CacheFd&) = delete;
 };
 
 struct Handle {
@@ -61,10 +74,9 @@ struct Handle {
   int fd = -1;                       // unchunked: the cached object
   std::mutex mu;                     // chunked: one chunk in flight per handle
   std::size_t chunk = SIZE_MAX;      // chunk whose cache file is open in chunk_fd
-  int chunk_fd = -1;
+  std::shared_ptr<CacheFd> chunk_fd;
   ~Handle() {
     if (fd >= 0) ::close(fd);
-    if (chunk_fd >= 0) ::close(chunk_fd);
   }
 };
 
@@ -136,6 +148,23 @@ ObjectRef chunk_object(const Entry& e, std::size_t i) {
   o.compressed = e.compressed();
   o.file_offset = e.chunks[i].offset;
   return o;
+}
+
+void op_init(void*, fuse_conn_info* conn) {
+  if (!g_fs->opt.splice) return;
+  // Zero-copy replies from the cache files when the kernel can splice; max_read and
+  // max_readahead stay at the kernel's defaults, as with the real client.
+  if ((conn->capable & FUSE_CAP_SPLICE_WRITE) != 0) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  if ((conn->capable & FUSE_CAP_SPLICE_MOVE) != 0) conn->want |= FUSE_CAP_SPLICE_MOVE;
+}
+
+// Replies with `len` bytes of cache file `fd` at `pos` (spliced when possible).
+int reply_from_fd(fuse_req_t req, int fd, std::int64_t pos, std::size_t len) {
+  fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+  bv.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  bv.buf[0].fd = fd;
+  bv.buf[0].pos = pos;
+  return fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -268,84 +297,96 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fuse_reply_open(req, fi) == 0) static_cast<void>(h.release());
 }
 
-// Reads [off, off+size) of a chunked file; returns bytes or -errno.
-ssize_t read_chunked(Handle* h, char* buf, std::size_t size, std::int64_t off) {
+// Makes sure chunk `idx` of a chunked file is open in h->chunk_fd (h->mu held); 0 or -errno.
+int open_chunk(Handle* h, std::size_t idx) {
+  if (idx == h->chunk) return 0;
   const Entry& e = *h->entry;
-  std::lock_guard<std::mutex> lock(h->mu);
-  std::size_t done = 0;
-  while (done < size && off < e.size) {
-    const auto it = std::upper_bound(e.chunks.begin(), e.chunks.end(), off,
-                                     [](std::int64_t o, const Chunk& c) { return o < c.offset; });
-    const auto idx = static_cast<std::size_t>(it - e.chunks.begin()) - 1;
-    if (idx != h->chunk) {
-      if (h->chunk_fd >= 0) ::close(h->chunk_fd);
-      h->chunk_fd = -1;
-      h->chunk = SIZE_MAX;
-      std::string path;
-      const ObjectRef obj = chunk_object(e, idx);
-      const bool hit = g_fs->fetcher->cached(obj);
-      const int rc = g_fs->fetcher->fetch(obj, &path);
-      if (rc != 0) return rc;
-      h->chunk_fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (h->chunk_fd < 0) return -errno;
-      h->chunk = idx;
-      if (!hit && g_fs->opt.prefetch > 0) {
-        std::vector<ObjectRef> next;
-        for (std::size_t j = idx + 1; j < e.chunks.size() && j <= idx + static_cast<std::size_t>(g_fs->opt.prefetch); ++j) {
-          next.push_back(chunk_object(e, j));
-        }
-        if (!next.empty()) g_fs->fetcher->prefetch(next);
-      }
-    }
-    const Chunk& c = e.chunks[idx];
-    const std::int64_t in_chunk = off - c.offset;
-    const std::size_t want =
-        std::min<std::size_t>(size - done, static_cast<std::size_t>(c.size - in_chunk));
-    const ssize_t n = ::pread(h->chunk_fd, buf + done, want, in_chunk);
-    if (n < 0) return -errno;
-    if (static_cast<std::size_t>(n) != want) return -EIO;  // cache file shorter than the chunk
-    done += want;
-    off += static_cast<std::int64_t>(want);
+  h->chunk_fd.reset();
+  h->chunk = SIZE_MAX;
+  std::string path;
+  const ObjectRef obj = chunk_object(e, idx);
+  const bool hit = g_fs->fetcher->cached(obj);
+  const int rc = g_fs->fetcher->fetch(obj, &path);
+  if (rc != 0) return rc;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  h->chunk_fd = std::make_shared<CacheFd>(fd);
+  h->chunk = idx;
+  if (!hit && g_fs->opt.prefetch > 0) {
+    std::vector<ObjectRef> next;
+    const std::size_t last =
+        std::min(e.chunks.size(), idx + 1 + static_cast<std::size_t>(g_fs->opt.prefetch));
+    for (std::size_t j = idx + 1; j < last; ++j) next.push_back(chunk_object(e, j));
+    if (!next.empty()) g_fs->fetcher->prefetch(next);
   }
-  return static_cast<ssize_t>(done);
+  return 0;
+}
+
+std::size_t chunk_index(const Entry& e, std::int64_t off) {
+  const auto it = std::upper_bound(e.chunks.begin(), e.chunks.end(), off,
+                                   [](std::int64_t o, const Chunk& c) { return o < c.offset; });
+  return static_cast<std::size_t>(it - e.chunks.begin()) - 1;
 }
 
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
   auto* h = reinterpret_cast<Handle*>(fi->fh);
+  const Entry& e = *h->entry;
   g_fs->counters.n_fs_read.fetch_add(1);
-  cmio::Event ev = fuse_event(cmio::Op::kFuseRead, h->entry, req);
+  cmio::Event ev = fuse_event(cmio::Op::kFuseRead, &e, req);
   ev.offset = off;
   ev.length = static_cast<std::int64_t>(size);
-  thread_local std::vector<char> buf;
-  if (buf.size() < size) buf.resize(size);
-  ssize_t n = 0;
-  if (off >= h->entry->size) {
-    n = 0;
-  } else if (h->fd >= 0) {
-    const std::size_t want =
-        std::min<std::size_t>(size, static_cast<std::size_t>(h->entry->size - off));
-    std::size_t got = 0;
-    while (got < want) {
-      const ssize_t r = ::pread(h->fd, buf.data() + got, want - got, off + static_cast<off_t>(got));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) {
-        n = r < 0 ? -errno : -EIO;
-        break;
-      }
-      got += static_cast<std::size_t>(r);
-    }
-    if (n == 0) n = static_cast<ssize_t>(got);
-  } else {
-    n = read_chunked(h, buf.data(), size, off);
-  }
-  if (n < 0) {
+  const std::size_t want =
+      off >= e.size ? 0 : std::min<std::size_t>(size, static_cast<std::size_t>(e.size - off));
+  auto fail = [&](int rc) {
     g_fs->counters.n_io_error.fetch_add(1);
-    finish(&ev, -EIO, EIO);
+    finish(&ev, rc, -rc);
     fuse_reply_err(req, EIO);
+  };
+  if (want == 0) {
+    finish(&ev, 0, 0);
+    fuse_reply_buf(req, nullptr, 0);
     return;
   }
-  finish(&ev, n, 0);
-  fuse_reply_buf(req, buf.data(), static_cast<std::size_t>(n));
+  if (h->fd >= 0) {
+    finish(&ev, static_cast<std::int64_t>(want), 0);
+    reply_from_fd(req, h->fd, off, want);
+    return;
+  }
+  // Chunked: one chunk in flight per handle, as the real client.
+  std::unique_lock<std::mutex> lock(h->mu);
+  const std::size_t idx = chunk_index(e, off);
+  const Chunk& c = e.chunks[idx];
+  if (off + static_cast<std::int64_t>(want) <= c.offset + c.size) {
+    const int rc = open_chunk(h, idx);
+    if (rc != 0) return fail(rc);
+    const std::shared_ptr<CacheFd> cf = h->chunk_fd;
+    lock.unlock();
+    finish(&ev, static_cast<std::int64_t>(want), 0);
+    reply_from_fd(req, cf->fd, off - c.offset, want);
+    return;
+  }
+  // The read crosses a chunk boundary: continue into the next chunk(s).
+  thread_local std::vector<char> buf;
+  if (buf.size() < want) buf.resize(want);
+  std::size_t done = 0;
+  std::int64_t pos = off;
+  while (done < want) {
+    const std::size_t i = chunk_index(e, pos);
+    const int rc = open_chunk(h, i);
+    if (rc != 0) return fail(rc);
+    const Chunk& ci = e.chunks[i];
+    const std::int64_t in_chunk = pos - ci.offset;
+    const std::size_t part =
+        std::min<std::size_t>(want - done, static_cast<std::size_t>(ci.size - in_chunk));
+    const ssize_t n = ::pread(h->chunk_fd->fd, buf.data() + done, part, in_chunk);
+    if (n < 0) return fail(-errno);
+    if (static_cast<std::size_t>(n) != part) return fail(-EIO);  // cache file too short
+    done += part;
+    pos += static_cast<std::int64_t>(part);
+  }
+  lock.unlock();
+  finish(&ev, static_cast<std::int64_t>(done), 0);
+  fuse_reply_buf(req, buf.data(), done);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -452,6 +493,8 @@ Options parse_args(int argc, char** argv) {
       o.retries = static_cast<int>(parse_long(a, val(), 0, 100));
     } else if (a == "--ready-fd") {
       o.ready_fd = static_cast<int>(parse_long(a, val(), 0, 1 << 20));
+    } else if (a == "--no-splice") {
+      o.splice = false;
     } else if (a == "--timeout") {
       const char* v = val();
       char* end = nullptr;
@@ -593,6 +636,7 @@ int run(int argc, char** argv) {
   load_repository(&fs);
 
   fuse_lowlevel_ops ops{};
+  ops.init = op_init;
   ops.lookup = op_lookup;
   ops.getattr = op_getattr;
   ops.readlink = op_readlink;
