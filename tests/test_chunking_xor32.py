@@ -14,6 +14,11 @@ from cvmfs_modelio import _native
 from tests.conftest import chunk_vectors, load_vector, vector_content
 
 
+def test_vectors_present() -> None:
+    # The vectors live in ../shared; their absence must fail, not silently skip.
+    assert len(chunk_vectors()) == 15
+
+
 @pytest.mark.parametrize("vec_path", chunk_vectors(), ids=lambda p: p.stem)
 def test_real_publisher_vector(vec_path: Path, tmp_path: Path) -> None:
     vec = load_vector(vec_path)

@@ -20,6 +20,7 @@ from cvmfs_modelio.layouts import (
     layout_from_xattrs,
     parse_chunk_list,
     parse_chunk_list_page,
+    parse_chunk_spec,
     parse_num_pages,
     read_cvmfs_layout,
 )
@@ -281,3 +282,35 @@ def test_fuzz_mutated_real_attrs(key: str, at: int, cut: int, insert: bytes) -> 
         assert str(e).startswith("/f: ")
     else:
         assert lay.file_size == int(lay.sizes.sum())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.from_regex(
+            r"(xor32:|fastcdc:|fixed:|tensor-aware:)?[0-9.]{1,30}[KMGTP]?(iB)?"
+            r"([/,][0-9.]{1,30}[KMGTP]?(iB)?){0,3}",
+            fullmatch=True,
+        ),
+    )
+)
+def test_fuzz_chunk_spec(text: str) -> None:
+    """Command-line chunk configs: a valid spec or a one-line UsageError, nothing else."""
+    try:
+        spec = parse_chunk_spec(text)
+    except UsageError as e:
+        assert "\n" not in str(e)
+    else:
+        spec.validate()
+        if spec.kind in ("xor32", "fastcdc"):
+            assert 32 <= spec.min_size < spec.avg_size < spec.max_size
+
+
+def test_huge_sizes_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="too large"):
+        parse_chunk_spec("fixed:" + "9" * 400)
+    with pytest.raises(UsageError, match="too large"):
+        parse_chunk_spec("1M/2M/" + "9" * 30 + "P")
+    with pytest.raises(UsageError, match="at most 2\\^62"):
+        parse_chunk_spec("fixed:4096PiB")

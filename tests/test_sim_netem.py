@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.sim import squid as squid_mod
 from cvmfs_modelio.sim.netem import NetemProxy
 from cvmfs_modelio.sim.publish import PublishParams, iter_objects, publish
 from cvmfs_modelio.sim.server import serve
@@ -133,3 +135,29 @@ def test_serve_puts_emulator_in_front_of_stratum(store: Path) -> None:
 def test_bad_parameters() -> None:
     with pytest.raises(UsageError, match="must not be negative"):
         NetemProxy("127.0.0.1", 1, rtt_ms=-1)
+
+
+@pytest.mark.skipif(shutil.which("squid") is None, reason="squid not installed")
+def test_squid_sits_on_the_client_side_of_the_wan(store: Path) -> None:
+    """A cache hit in the site squid does not cross the emulated WAN (no RTT paid)."""
+    small, _ = _objects(store)
+    with serve(store, rtt_ms=200, proxy="squid") as srv:
+        assert srv.proxy is not None
+        host, port = srv.proxy.split("//")[1].split(":")
+
+        def via_proxy() -> bytes:
+            with socket.create_connection((host, int(port)), timeout=30) as s:
+                req = f"GET {srv.url}{small} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                s.sendall(req.encode())
+                data = bytearray()
+                while chunk := s.recv(1 << 20):
+                    data += chunk
+            return bytes(data).partition(b"\r\n\r\n")[2]
+
+        t0 = time.monotonic()
+        assert via_proxy() == (store / small[1:]).read_bytes()
+        assert time.monotonic() - t0 >= 0.2  # the miss crossed the WAN
+        assert via_proxy() == (store / small[1:]).read_bytes()
+        tags = [t for t, _ in squid_mod.access_log_tags(srv.proxy_access_log())]
+        assert tags[-2:] in (["TCP_MISS", "TCP_MEM_HIT"], ["TCP_MISS", "TCP_HIT"])
+        assert len(srv.requests(min_count=1).events) == 1  # the stratum saw only the miss

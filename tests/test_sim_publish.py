@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from cvmfs_modelio import _native
 from cvmfs_modelio.cli import main
 from cvmfs_modelio.errors import UsageError
-from cvmfs_modelio.sim.catalog import open_store_catalog
+from cvmfs_modelio.sim.catalog import Catalog, open_store_catalog
 from cvmfs_modelio.sim.publish import PublishParams, iter_objects, publish
 from cvmfs_modelio.sim.store import (
     FLAG_CHUNKED,
@@ -587,3 +587,148 @@ def test_manifest_parser_field_soup(fields: dict[str, str]) -> None:
         assert str(e).startswith("m: ")
     else:
         assert m.catalog_hash == fields["C"] and m.revision == int(fields["S"])
+
+
+def test_large_pieces_spill_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces above SPILL stream through a temp file (bounded memory); result identical."""
+    from cvmfs_modelio.sim import publish as publish_mod
+
+    monkeypatch.setattr(publish_mod, "SPILL", 100_000)
+    src = tmp_path / "src"
+    src.mkdir()
+    data = _rand(8, 1_000_000)
+    (src / "a").write_bytes(data)
+    (src / "b").write_bytes(data)  # same content: one object, counted once
+    store = tmp_path / "store"
+    for comp in ("zlib", "none"):
+        r = publish(src, store, PublishParams(chunking=False, compression=comp))
+        stored = zlib.compress(data, 6) if comp == "zlib" else data
+        name = hashlib.sha1(stored).hexdigest()
+        assert object_path(store, name).read_bytes() == stored
+        assert (r.objects_new, r.bytes_added) == (1, len(stored))
+    assert not (store / ".txn").exists()
+
+
+def test_refuses_non_utf8_names_and_accepts_odd_ones(tmp_path: Path, capsys: Any) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    odd = "sp ace,\nnew-line ü"
+    (src / odd).write_bytes(b"1")
+    store = tmp_path / "store"
+    publish(src, store)
+    with open_store_catalog(store) as cat:
+        e = cat.lookup("/" + odd)
+        assert e is not None and e.name == odd
+    snap = _snapshot(store)
+    bad = os.fsencode(src) + b"/\xff.bin"
+    with open(bad, "wb") as f:
+        f.write(b"2")
+    rc = main(["sim", "publish", str(src), str(store)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "file name is not valid UTF-8" in err
+    assert _snapshot(store) == snap
+
+
+def _read_back(store: Path, cat: Catalog, path: str) -> bytes:
+    """A file's content rebuilt from the store alone (catalog + objects)."""
+    e = cat.lookup(path)
+    assert e is not None
+    comp = cat.properties()["compression"]
+    pieces = [(c.hash, "P") for c in cat.chunks(path)] if e.is_chunked else [(e.hash, "")]
+    out = b""
+    for h, suffix in pieces:
+        assert h is not None
+        raw = object_path(store, h, suffix).read_bytes()
+        out += zlib.decompress(raw) if comp == "zlib" else raw
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    files=st.lists(
+        st.tuples(st.integers(0, 6000), st.integers(0, 3), st.booleans()), min_size=1, max_size=5
+    ),
+    compression=st.sampled_from(["zlib", "none"]),
+)
+def test_property_every_file_reads_back(
+    files: list[tuple[int, int, bool]], compression: str
+) -> None:
+    """Random trees (random, repetitive and zero content) round-trip through the store."""
+    params = PublishParams(256, 512, 1024, compression=compression)
+    with tempfile.TemporaryDirectory() as d:
+        src, store = Path(d) / "src", Path(d) / "store"
+        src.mkdir()
+        contents = {}
+        for i, (size, seed, zeros) in enumerate(files):
+            data = bytes(size) if zeros else _rand(seed, size)
+            (src / f"f{i}").write_bytes(data)
+            contents[f"/f{i}"] = data
+        r = publish(src, store, params)
+        assert r.files == len(files) and r.bytes_in == sum(map(len, contents.values()))
+        # every piece of every chunked file is between min and max, the last may be shorter
+        with open_store_catalog(store) as cat:
+            for path, data in contents.items():
+                assert _read_back(store, cat, path) == data
+                chunks = cat.chunks(path)
+                expected = _names(data, params)
+                if len(expected) > 1:
+                    assert [(c.offset, c.size, c.hash) for c in chunks] == expected
+                else:
+                    assert chunks == []
+                assert all(256 <= c.size <= 1024 for c in chunks[:-1])
+
+
+def test_failure_mid_run_removes_the_objects_it_added(
+    populated: tuple[Path, Path, dict[str, str]],
+) -> None:
+    """A file that shrinks after the scan fails the run; the store is left as it was."""
+    src, store, snap = populated
+    for i in range(10):
+        (src / f"b{i}").write_bytes(_rand(100 + i, 5000))
+    victim = src / "z"
+    victim.write_bytes(_rand(99, 1000))
+    seen: list[str] = []
+
+    def shrink_victim(path: str) -> None:
+        if not seen:
+            with open(victim, "r+b") as f:
+                f.truncate(10)
+        seen.append(path)
+
+    with pytest.raises(UsageError) as ei:
+        publish(src, store, progress=shrink_victim)
+    assert str(ei.value) == f"{victim}: file shrank while publishing (at byte 10)"
+    assert len(seen) >= 1  # some files were registered (their objects written) before
+    assert _snapshot(store) == snap
+
+
+def test_source_root_may_be_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "f").write_bytes(b"data")
+    (real / "l").symlink_to("f")
+    (tmp_path / "alias").symlink_to("real")
+    store = tmp_path / "store"
+    r = publish(tmp_path / "alias", store)
+    assert (r.files, r.directories, r.symlinks) == (1, 1, 1)
+    with open_store_catalog(store) as cat:
+        root = cat.lookup("")
+        assert root is not None and root.is_dir
+        link = cat.lookup("/l")
+        assert link is not None and link.symlink == "f"
+
+
+def test_one_publish_at_a_time(populated: tuple[Path, Path, dict[str, str]]) -> None:
+    import fcntl
+
+    src, store, snap = populated
+    fd = os.open(store, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a concurrent publisher holds it
+        with pytest.raises(UsageError, match="another publish into this store is running"):
+            publish(src, store)
+    finally:
+        os.close(fd)
+    assert _snapshot(store) == snap
+    assert publish(src, store).revision == 2

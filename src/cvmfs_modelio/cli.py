@@ -1,7 +1,7 @@
 """The ``cvmfs-modelio`` command: one subcommand per job.
 
 Each subcommand lives in ``cvmfs_modelio.commands.<name>`` and exposes
-``register(subparsers)``; adding a job is adding a module to ``COMMANDS``.
+``register(subparsers)``; adding a job is adding a module there (they are discovered).
 Bad input (UsageError) becomes one line on stderr and exit status 2.
 """
 
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from cvmfs_modelio import __version__
 from cvmfs_modelio.errors import UsageError
-
-COMMANDS: tuple[str, ...] = ("sim",)
 
 PROG = "cvmfs-modelio"
 
@@ -29,13 +28,23 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def command_modules(package: str, prefix: str = "") -> list[str]:
+    """Names of the modules of ``package`` whose name starts with ``prefix``, sorted."""
+    pkg = importlib.import_module(package)
+    return sorted(
+        f"{package}.{m.name}"
+        for m in pkgutil.iter_modules(pkg.__path__)
+        if m.name.startswith(prefix) and not m.name.startswith("_")
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
-    for name in COMMANDS:
-        importlib.import_module(f"cvmfs_modelio.commands.{name}").register(sub)
+    for name in command_modules("cvmfs_modelio.commands"):
+        importlib.import_module(name).register(sub)
     return parser
 
 

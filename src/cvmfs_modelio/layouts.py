@@ -166,7 +166,8 @@ class ChunkSpec:
     """Which chunker to run and its parameters (bytes).
 
     ``kind`` is ``xor32`` (CVMFS, min/avg/max), ``fastcdc`` (min/avg/max), ``fixed``
-    (``size``), ``layout-aware`` (min/max plus preferred cut offsets) or ``whole``.
+    (``size``), ``layout-aware`` (min/avg/max plus preferred cut offsets),
+    ``tensor-aware`` (layout-aware at the file's ONNX tensor boundaries) or ``whole``.
     """
 
     kind: str = "xor32"
@@ -178,15 +179,21 @@ class ChunkSpec:
 
     def validate(self) -> None:
         """Raise UsageError unless the parameters are usable by this chunker."""
-        if self.kind not in ("xor32", "fastcdc", "fixed", "layout-aware", "whole"):
+        if self.kind not in ("xor32", "fastcdc", "fixed", "layout-aware", "tensor-aware", "whole"):
             raise UsageError(f"unknown chunker {self.kind!r}")
         if self.kind == "fixed":
-            if self.size < 1:
-                raise UsageError(f"fixed chunk size must be at least 1 byte, got {self.size}")
+            if not 1 <= self.size <= INT64_MAX // 2:
+                raise UsageError(
+                    f"fixed chunk size must be at least 1 byte and at most 2^62, got {self.size}"
+                )
             return
         if self.kind == "whole":
             return
         validate_min_avg_max(self.min_size, self.avg_size, self.max_size)
+        if self.kind == "fastcdc" and self.min_size < 64:
+            raise UsageError(
+                f"FastCDC min chunk size must be at least 64 bytes, got {self.min_size}"
+            )
 
     @property
     def params(self) -> dict[str, int]:
@@ -246,6 +253,16 @@ def compute_layout(path: str | os.PathLike[str], spec: ChunkSpec | None = None) 
         return Layout.from_offsets(
             _fixed_offsets(st.st_size, spec.size), st.st_size, "fixed", spec.params
         )
+    if spec.kind == "tensor-aware":
+        from cvmfs_modelio.tensor_bounds import tensor_boundaries
+
+        spec = ChunkSpec(
+            kind="layout-aware",
+            min_size=spec.min_size,
+            avg_size=spec.avg_size,
+            max_size=spec.max_size,
+            preferred=tuple(tensor_boundaries(name)),
+        )
     native = _native_file_chunker(spec)
     try:
         offsets, size = native(name)
@@ -257,9 +274,15 @@ def compute_layout(path: str | os.PathLike[str], spec: ChunkSpec | None = None) 
 def _native_file_chunker(spec: ChunkSpec) -> Callable[[str], tuple[I64Array, int]]:
     from cvmfs_modelio import _native
 
-    if spec.kind == "xor32":
-        return lambda p: _native.xor32_offsets_file(p, spec.min_size, spec.avg_size, spec.max_size)
-    raise UsageError(f"chunker {spec.kind!r} is not available")
+    return lambda p: _native.chunk_offsets_file(
+        p,
+        spec.kind,
+        spec.min_size,
+        spec.avg_size,
+        spec.max_size,
+        spec.size,
+        list(spec.preferred),
+    )
 
 
 def _is_regular(mode: int) -> bool:
@@ -512,3 +535,56 @@ def layout_for(
             if source == "cvmfs":
                 raise
     return compute_layout(path, spec)
+
+
+def parse_min_avg_max(text: str, what: str = "chunk sizes") -> tuple[int, int, int]:
+    """``4MiB/8MiB/16MiB`` or ``4M,8M,16M`` into validated (min, avg, max) bytes."""
+    from cvmfs_modelio.units import parse_size
+
+    parts = re.split(r"[/,]", text)
+    if len(parts) != 3:
+        raise UsageError(f"{what}: expected MIN/AVG/MAX, got {text!r}")
+    mn, avg, mx = (parse_size(p, what) for p in parts)
+    validate_min_avg_max(mn, avg, mx)
+    return mn, avg, mx
+
+
+def parse_chunk_spec(text: str) -> ChunkSpec:
+    """A chunker on the command line.
+
+    ``MIN/AVG/MAX`` or ``xor32:MIN/AVG/MAX`` (CVMFS), ``fastcdc:MIN/AVG/MAX``,
+    ``tensor-aware:MIN/AVG/MAX`` (cut at ONNX tensor boundaries),
+    ``fixed:SIZE`` (``fixed`` alone: 24 MiB as ``cvmfs_swissknife graft``), ``whole``.
+    """
+    from cvmfs_modelio.units import parse_size
+
+    kind, sep, rest = text.partition(":")
+    if not sep:
+        kind, rest = (
+            ("whole", "")
+            if text == "whole"
+            else ("fixed", "")
+            if text == "fixed"
+            else (
+                "xor32",
+                text,
+            )
+        )
+    if kind == "whole":
+        if rest:
+            raise UsageError(f"chunk config {text!r}: 'whole' takes no sizes")
+        return ChunkSpec(kind="whole")
+    if kind == "fixed":
+        spec = ChunkSpec(
+            kind="fixed", size=parse_size(rest, "fixed chunk size") if rest else GRAFT_CHUNK_SIZE
+        )
+    elif kind in ("xor32", "fastcdc", "tensor-aware"):
+        mn, avg, mx = parse_min_avg_max(rest, f"{kind} chunk sizes")
+        spec = ChunkSpec(kind=kind, min_size=mn, avg_size=avg, max_size=mx)
+    else:
+        raise UsageError(
+            f"chunk config {text!r}: unknown chunker {kind!r} "
+            "(xor32, fastcdc, tensor-aware, fixed, whole)"
+        )
+    spec.validate()
+    return spec

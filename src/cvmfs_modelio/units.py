@@ -21,6 +21,8 @@ def parse_size(text: str, what: str = "size") -> int:
         raise UsageError(f"{what}: cannot parse size {text!r} (use e.g. 4KiB, 4M, 4194304)")
     number, prefix, _i, _b = m.groups()
     value = float(number) * (1024 ** _POW[prefix.lower()])
+    if value >= 2**63:
+        raise UsageError(f"{what}: size {text!r} is too large")
     if value != int(value):
         raise UsageError(f"{what}: size {text!r} is not a whole number of bytes")
     return int(value)

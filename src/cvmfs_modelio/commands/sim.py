@@ -1,6 +1,7 @@
 """``cvmfs-modelio sim ...``: the emulated CVMFS stack.
 
-Each ``sim`` verb lives in ``cvmfs_modelio.sim.cli_<verb>`` with ``register(subparsers)``.
+Each ``sim`` verb lives in ``cvmfs_modelio.sim.cli_<verb>`` with ``register(subparsers)``
+(discovered, like the top-level commands).
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ import argparse
 import importlib
 from typing import Any
 
-SIM_COMMANDS: tuple[str, ...] = ("publish", "serve", "mount", "umount", "wipe_cache")
+from cvmfs_modelio.cli import command_modules
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("sim", help="emulated CVMFS: publish, serve, mount")
     verbs = p.add_subparsers(dest="sim_command", metavar="VERB", parser_class=type(p))
     verbs.required = True
-    for name in SIM_COMMANDS:
-        importlib.import_module(f"cvmfs_modelio.sim.cli_{name}").register(verbs)
+    for name in command_modules("cvmfs_modelio.sim", "cli_"):
+        importlib.import_module(name).register(verbs)

@@ -24,8 +24,11 @@ from urllib.parse import unquote
 
 from cvmfs_modelio.sim.faults import FaultRule, FaultSet
 from cvmfs_modelio.sim.reqlog import RequestLog
+from cvmfs_modelio.sim.store import MANIFEST
 
 MAX_HEADER = 64 * 1024
+SMALL_BODY = 64 * 1024  # bodies up to this size go out in one send() with the headers
+SMALL_CACHE_BYTES = 256 * 1024 * 1024  # small bodies kept in memory, at most this much
 DATA_MAX_AGE_S = 259200  # 3 days, as recommended for a stratum's data/ objects
 MANIFEST_MAX_AGE_S = 61
 _REASONS = {
@@ -64,6 +67,9 @@ class BuiltinServer:
         log: RequestLog | None = None,
     ) -> None:
         self.root = Path(root).resolve()
+        self._root_s = str(self.root)
+        self._small: dict[str, tuple[tuple[int, int, int], str, bytes]] = {}
+        self._small_bytes = 0
         self.faults = faults or FaultSet()
         self.log = log or RequestLog({"server": "builtin"})
         self._sock = socket.create_server(("127.0.0.1", port), backlog=512)
@@ -200,6 +206,12 @@ class BuiltinServer:
                 return path, status, self._simple(conn, status, keep), fault.code, keep
             if fault.kind == "slow" and self._stop.wait(fault.delay_s):
                 return path, 0, 0, fault.code, False
+        elif method == "GET":
+            hit = self._cached(path)
+            if hit is not None:
+                extra, body = hit
+                conn.sendall(self._head(200, len(body), keep, extra) + body)
+                return path, 200, len(body), 0, keep
         f = self._open(path)
         if f is None:
             return path, 404, self._simple(conn, 404, keep), 0, keep
@@ -211,23 +223,58 @@ class BuiltinServer:
                 conn.sendall(self._head(200, size, keep, extra))
                 return path, 200, 0, code, keep
             if fault is not None and fault.kind == "corrupt":
-                body = bytearray(f.read())
-                for i in {0, len(body) // 2, len(body) - 1} if body else set():
-                    body[i] ^= 0xFF
-                conn.sendall(self._head(200, size, keep, extra) + body)
-                return path, 200, len(body), code, keep
+                bad = bytearray(f.read())
+                for i in {0, len(bad) // 2, len(bad) - 1} if bad else set():
+                    bad[i] ^= 0xFF
+                conn.sendall(self._head(200, size, keep, extra) + bad)
+                return path, 200, len(bad), code, keep
             if fault is not None and fault.kind == "reset":
                 conn.sendall(self._head(200, size, keep, extra))
                 _reset(conn)
                 return path, 200, 0, code, False
-            # MSG_MORE: the kernel sends the headers together with the first body bytes
-            conn.sendall(self._head(200, size, keep, extra), socket.MSG_MORE if size else 0)
             count = size // 2 if fault is not None and fault.kind == "truncate" else size
+            if count <= SMALL_BODY:
+                # one send for headers and body: cheaper than sendfile for small objects
+                body = f.read(count)
+                conn.sendall(self._head(200, size, keep, extra) + body)
+                if fault is None:
+                    self._remember(path, f.fileno(), extra, body)
+                if count < size:
+                    conn.shutdown(socket.SHUT_WR)
+                    return path, 200, len(body), code, False
+                return path, 200, len(body), code, keep
+            # MSG_MORE: the kernel sends the headers together with the first body bytes
+            conn.sendall(self._head(200, size, keep, extra), socket.MSG_MORE)
             sent = _sendfile(conn, f.fileno(), count)
             if count < size:
                 conn.shutdown(socket.SHUT_WR)
                 return path, 200, sent, code, False
             return path, 200, sent, code, keep
+
+    def _cached(self, path: str) -> tuple[str, bytes] | None:
+        """A small object's (headers, body) if it is cached and unchanged on disk."""
+        hit = self._small.get(path)
+        if hit is None:
+            return None
+        key, extra, body = hit
+        try:
+            st = os.stat(self._root_s + path, follow_symlinks=False)
+        except OSError:
+            return None
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != key:
+            return None
+        return extra, body
+
+    def _remember(self, path: str, fd: int, extra: str, body: bytes) -> None:
+        # Objects are content-addressed and never rewritten, but a test may damage one on
+        # disk: the entry is keyed by inode, size and mtime and checked on every hit.
+        st = os.fstat(fd)
+        if st.st_size != len(body) or self._small_bytes + len(body) > SMALL_CACHE_BYTES:
+            return
+        with self._lock:
+            old = self._small.get(path)
+            self._small_bytes += len(body) - (len(old[2]) if old else 0)
+            self._small[path] = ((st.st_ino, st.st_size, st.st_mtime_ns), extra, body)
 
     def _open(self, path: str) -> _File | None:
         rel = path.lstrip("/")
@@ -235,7 +282,7 @@ class BuiltinServer:
         if not rel or any(s in ("", ".", "..") for s in segs):
             return None
         try:
-            fd = os.open(self.root / rel, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(self._root_s + "/" + rel, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             return None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -244,7 +291,7 @@ class BuiltinServer:
         return _File(fd)
 
     def _cache_headers(self, path: str, mtime: float) -> str:
-        age = MANIFEST_MAX_AGE_S if path.endswith(".cvmfspublished") else DATA_MAX_AGE_S
+        age = MANIFEST_MAX_AGE_S if path.endswith(MANIFEST) else DATA_MAX_AGE_S
         lm = email.utils.formatdate(mtime, usegmt=True)
         return f"Cache-Control: max-age={age}\r\nLast-Modified: {lm}\r\n"
 
@@ -261,8 +308,10 @@ class _File:
     def fileno(self) -> int:
         return self._fd
 
-    def read(self) -> bytes:
-        size = os.fstat(self._fd).st_size
+    def read(self, size: int = -1) -> bytes:
+        """The first ``size`` bytes (all if negative)."""
+        if size < 0:
+            size = os.fstat(self._fd).st_size
         parts, pos = [], 0
         while pos < size:
             b = os.pread(self._fd, size - pos, pos)
@@ -285,7 +334,8 @@ def request_path(target: str) -> str:
         rest = target.split("://", 1)[1]
         slash = rest.find("/")
         target = rest[slash:] if slash >= 0 else "/"
-    return unquote(target.split("?", 1)[0])
+    target = target.split("?", 1)[0]
+    return unquote(target) if "%" in target else target
 
 
 def _sendfile(conn: socket.socket, fd: int, count: int) -> int:

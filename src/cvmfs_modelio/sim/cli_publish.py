@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from typing import Any
 
 from cvmfs_modelio.errors import UsageError
@@ -80,9 +81,31 @@ def format_result(r: PublishResult) -> str:
     return "\n".join(lines)
 
 
+class _Progress:
+    """One self-overwriting stderr line: files registered so far (at most 10 updates/s)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.last = 0.0
+
+    def __call__(self, path: str) -> None:
+        self.n += 1
+        now = time.monotonic()
+        if now - self.last >= 0.1:
+            self.last = now
+            sys.stderr.write(f"\r  {self.n} files published, last {path[-60:]}\x1b[K")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write("\r\x1b[K")
+
+
 def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
-    result = publish(args.src_dir, args.store, params)
+    progress = _Progress() if sys.stderr.isatty() else None
+    result = publish(args.src_dir, args.store, params, progress=progress)
+    if progress is not None:
+        progress.done()
     sys.stdout.write(format_result(result) + "\n")
     if args.json:
         write_json(

@@ -31,6 +31,11 @@ def register(verbs: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--rtt-ms", type=float, default=0.0, help="emulated WAN round-trip time")
     p.add_argument("--bandwidth", help="emulated WAN bandwidth per second, e.g. 100MiB")
     p.add_argument(
+        "--netem",
+        action="store_true",
+        help="run the WAN emulator even without --rtt-ms/--bandwidth (to measure its cost)",
+    )
+    p.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             bandwidth=bandwidth,
             proxy_port=args.proxy_port,
             proxy_log=args.proxy_log,
+            netem=args.netem,
         ) as srv:
             lines = [f"stratum  {srv.url}  ({args.server})"]
             if srv.url != srv.origin_url:

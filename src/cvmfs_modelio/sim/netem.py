@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cvmfs_modelio.errors import UsageError
@@ -130,15 +131,13 @@ class NetemProxy:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _spawn(self, target: object, *args: object) -> None:
-        assert callable(target)
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
         t = threading.Thread(target=self._run, args=(target, *args), daemon=True)
         with self._lock:
             self._threads.add(t)
         t.start()
 
-    def _run(self, target: object, *args: object) -> None:
-        assert callable(target)
+    def _run(self, target: Callable[..., None], *args: object) -> None:
         try:
             target(*args)
         except OSError:

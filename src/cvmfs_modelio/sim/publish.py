@@ -14,6 +14,7 @@ each atomically.  Every stage's time is accumulated so that a run reports where 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from cvmfs_modelio import _native
 from cvmfs_modelio.errors import UsageError
@@ -55,6 +57,7 @@ DEFAULT_AVG = 8 * 1024 * 1024
 DEFAULT_MAX = 16 * 1024 * 1024
 ZLIB_LEVEL = 6
 BLOCK = 1 << 20
+SPILL = 64 << 20  # a piece's stored bytes beyond this go to a temp file, not memory
 DIR_SIZE = 4096
 # Per-piece stages (read..write) sum the time of all worker threads, so they may add up to
 # more than the wall time; "wait" is the main thread blocked on the workers.
@@ -129,7 +132,8 @@ def _scan(src: Path) -> list[_SrcEntry]:
 
     def visit(abspath: str, rel: str) -> None:
         try:
-            st = os.lstat(abspath)
+            # the root may be a symlink to the tree (followed); nothing below it is
+            st = os.stat(abspath) if rel == "" else os.lstat(abspath)
         except OSError as e:
             raise UsageError(f"{abspath}: cannot stat: {e.strerror}") from None
         mode = st.st_mode
@@ -158,6 +162,12 @@ def _scan(src: Path) -> list[_SrcEntry]:
         except OSError as e:
             raise UsageError(f"{abspath}: cannot list directory: {e.strerror}") from None
         for n in names:
+            try:
+                n.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UsageError(
+                    f"{os.path.join(abspath, n)!r}: file name is not valid UTF-8"
+                ) from None
             visit(os.path.join(abspath, n), f"{rel}/{n}")
 
     visit(str(src), "")
@@ -211,34 +221,68 @@ class _Clock:
         self.t = now
 
 
+class _Spool:
+    """A piece's stored bytes: kept in memory, spilled to a temp file beyond SPILL bytes."""
+
+    def __init__(self, txn: Path) -> None:
+        self.txn = txn
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.file: BinaryIO | None = None
+        self.path: str | None = None
+
+    def add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.file is not None:
+            self.file.write(data)
+            return
+        self.parts.append(data)
+        if self.size > SPILL:
+            fd, self.path = tempfile.mkstemp(dir=self.txn, prefix="obj-")
+            self.file = os.fdopen(fd, "wb")
+            for p in self.parts:
+                self.file.write(p)
+            self.parts = []
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
 class _ObjectWriter:
     """The ``write`` stage: content-addressed, create-only, atomic (temp file + link)."""
 
-    def __init__(self, store: Path, txn: Path) -> None:
+    def __init__(self, store: Path, txn: Path, created: list[Path]) -> None:
         self.store = store
         self.txn = txn
+        # every object this run created, appended by the worker that created it (list.append
+        # is atomic), so a failed run can remove them even before they were registered
+        self.created = created
 
-    def put(self, hexhash: str, suffix: str, parts: list[bytes]) -> tuple[Path, bool]:
+    def put(self, hexhash: str, suffix: str, spool: _Spool) -> tuple[Path, bool]:
         """Store the object unless present; returns (path, whether it was new)."""
         dest = object_path(self.store, hexhash, suffix)
-        if dest.exists():
-            return dest, False
-        fd, tmp = _mkstemp(self.txn)
         try:
-            with os.fdopen(fd, "wb") as f:
-                for p in parts:
-                    f.write(p)
+            if dest.exists():
+                return dest, False
+            if spool.file is None:
+                fd, spool.path = tempfile.mkstemp(dir=self.txn, prefix="obj-")
+                spool.file = os.fdopen(fd, "wb")
+                for p in spool.parts:
+                    spool.file.write(p)
+            spool.file.close()
+            assert spool.path is not None
             try:
-                os.link(tmp, dest)
+                os.link(spool.path, dest)
             except FileExistsError:
                 return dest, False  # another piece with the same content won the race
+            self.created.append(dest)
+            return dest, True
         finally:
-            os.unlink(tmp)
-        return dest, True
-
-
-def _mkstemp(d: Path) -> tuple[int, str]:
-    return tempfile.mkstemp(dir=d, prefix="obj-")
+            spool.discard()
 
 
 def _process_piece(piece: _Piece, compression: str, writer: _ObjectWriter) -> _Piece:
@@ -246,32 +290,39 @@ def _process_piece(piece: _Piece, compression: str, writer: _ObjectWriter) -> _P
     clock = _Clock(piece.ns)
     comp = zlib.compressobj(ZLIB_LEVEL) if compression == "zlib" else None
     sha = hashlib.sha1()
-    parts: list[bytes] = []
-    fd = os.open(piece.abspath, os.O_RDONLY | os.O_CLOEXEC)
+    spool = _Spool(writer.txn)
     try:
-        pos, end = piece.offset, piece.offset + piece.size
-        while pos < end:
-            block = os.pread(fd, min(BLOCK, end - pos), pos)
-            clock.lap("read")
-            if not block:
-                raise UsageError(f"{piece.abspath}: file shrank while publishing (at byte {pos})")
-            pos += len(block)
-            out = comp.compress(block) if comp is not None else block
+        fd = os.open(piece.abspath, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pos, end = piece.offset, piece.offset + piece.size
+            while pos < end:
+                block = os.pread(fd, min(BLOCK, end - pos), pos)
+                clock.lap("read")
+                if not block:
+                    raise UsageError(
+                        f"{piece.abspath}: file shrank while publishing (at byte {pos})"
+                    )
+                pos += len(block)
+                out = comp.compress(block) if comp is not None else block
+                clock.lap("compress")
+                sha.update(out)
+                clock.lap("hash")
+                spool.add(out)
+                clock.lap("write")
+        finally:
+            os.close(fd)
+        if comp is not None:
+            tail = comp.flush()
             clock.lap("compress")
-            sha.update(out)
-            parts.append(out)
+            sha.update(tail)
             clock.lap("hash")
-    finally:
-        os.close(fd)
-    if comp is not None:
-        tail = comp.flush()
-        clock.lap("compress")
-        sha.update(tail)
-        parts.append(tail)
-        clock.lap("hash")
+            spool.add(tail)
+    except BaseException:
+        spool.discard()
+        raise
     piece.hash = sha.hexdigest()
-    piece.stored = sum(len(p) for p in parts)
-    piece.object, piece.new = writer.put(piece.hash, piece.suffix, parts)
+    piece.stored = spool.size
+    piece.object, piece.new = writer.put(piece.hash, piece.suffix, spool)
     clock.lap("write")
     return piece
 
@@ -382,7 +433,7 @@ def _run(
     db_path = txn / "catalog.sqlite"
     cat = CatalogWriter(db_path, props)
     res = PublishResult(str(store), revision, repo, "", 0)
-    writer = _ObjectWriter(store, txn)
+    writer = _ObjectWriter(store, txn, new_objects)
     workers = params.workers or (os.cpu_count() or 1)
     referenced: set[str] = set()
     clock = _Clock(stage_ns)
@@ -392,8 +443,7 @@ def _run(
         for p in pieces:
             for k, v in p.ns.items():
                 stage_ns[k] += v
-            if p.new and p.object is not None:
-                new_objects.append(p.object)
+            if p.new:
                 res.objects_new += 1
                 res.bytes_added += p.stored
             key = p.hash + p.suffix
@@ -466,9 +516,9 @@ def _run(
     raw = db_path.read_bytes()
     stored = zlib.compress(raw, ZLIB_LEVEL)
     chash = hashlib.sha1(stored).hexdigest()
-    cobj, new = writer.put(chash, SUFFIX_CATALOG, [stored])
-    if new:
-        new_objects.append(cobj)
+    spool = _Spool(txn)
+    spool.add(stored)
+    writer.put(chash, SUFFIX_CATALOG, spool)
     manifest = Manifest(chash, len(stored), revision, repo, published_s=int(time.time()))
     write_atomic(store / MANIFEST, manifest.to_bytes())
     clock.lap("commit")

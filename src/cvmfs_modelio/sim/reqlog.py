@@ -2,7 +2,8 @@
 
 One record per request: ``file_id`` -> the request path in the file table, ``length`` = body
 bytes sent, ``result`` = HTTP status, ``t_start_ns``/``duration_ns`` on CLOCK_MONOTONIC,
-``aux`` = injected fault kind (builtin server) or cache hit 1 / miss 0 (squid).
+``aux`` = injected fault kind (builtin server) or cache hit 1 / miss 0 (squid).  The file
+table's size is the object's size once a complete 200 answer was logged (else -1).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class RequestLog:
         self._lock = threading.Lock()
         self._rows: list[tuple[int, int, int, int, int, int, int, int]] = []
         self._ids: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}  # object size, from a complete 200 answer
         self.meta: dict[str, Any] = {"clock": "CLOCK_MONOTONIC", **(meta or {})}
 
     def add(
@@ -41,6 +43,8 @@ class RequestLog:
         """Record one request (times in ns on CLOCK_MONOTONIC, sizes in bytes)."""
         with self._lock:
             fid = self._ids.setdefault(path, len(self._ids))
+            if status == 200 and aux == 0:
+                self._sizes[path] = body_bytes
             self._rows.append((t_start_ns, duration_ns, body_bytes, status, aux, pid, tid, fid))
 
     def __len__(self) -> int:
@@ -48,10 +52,11 @@ class RequestLog:
             return len(self._rows)
 
     def snapshot(self) -> EventLog:
-        """The records so far as an EventLog (a copy)."""
+        """The records so far as an EventLog (a copy), in order of request start."""
         with self._lock:
-            rows = list(self._rows)
+            rows = sorted(self._rows, key=lambda r: r[0])  # threads log in completion order
             ids = dict(self._ids)
+            sizes = dict(self._sizes)
         ev = empty_events(len(rows))
         if rows:
             cols = np.array(rows, dtype=np.int64)
@@ -60,7 +65,7 @@ class RequestLog:
             ev["file_id"] = cols[:, 7]
         ev["source"] = int(Source.HTTP_SERVER)
         ev["op"] = int(Op.HTTP_REQUEST)
-        files = {fid: FileEntry(fid, p, -1) for p, fid in ids.items()}
+        files = {fid: FileEntry(fid, p, sizes.get(p, -1)) for p, fid in ids.items()}
         return EventLog(events=ev, files=files, meta=dict(self.meta))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -25,6 +25,7 @@ from cvmfs_modelio.errors import UsageError
 from cvmfs_modelio.events import EventLog, write_event_file
 from cvmfs_modelio.sim.builtin_http import BuiltinServer
 from cvmfs_modelio.sim.faults import FaultRule, FaultSet
+from cvmfs_modelio.sim.netem import NetemProxy
 from cvmfs_modelio.sim.nginx import NginxServer
 from cvmfs_modelio.sim.squid import SquidProxy
 from cvmfs_modelio.sim.store import DATA, MANIFEST
@@ -60,6 +61,7 @@ class ServerStack:
         bandwidth: int = 0,
         proxy_port: int = 0,
         proxy_log: str | os.PathLike[str] | None = None,
+        netem: bool = False,
     ) -> None:
         self.store = Path(store)
         if not (self.store / MANIFEST).is_file():
@@ -81,12 +83,13 @@ class ServerStack:
         self._proxy_log_path = proxy_log
         self._rtt_ms = rtt_ms
         self._bandwidth = bandwidth
+        self._force_netem = netem
         self._faults = FaultSet()
         self._faults.set(faults)
         self._builtin: BuiltinServer | None = None
         self._nginx: NginxServer | None = None
         self._squid: SquidProxy | None = None
-        self._netem: object | None = None
+        self._netem: NetemProxy | None = None
         self._final: dict[str, EventLog] = {}  # logs kept when the stack stops
         self.url = ""
         self.proxy: str | None = None
@@ -117,9 +120,7 @@ class ServerStack:
                 raise UsageError(f"--server nginx: {e}") from None
             self.origin_url = self._nginx.url
         self.url = self.origin_url
-        if self._rtt_ms or self._bandwidth:
-            from cvmfs_modelio.sim.netem import NetemProxy
-
+        if self._rtt_ms or self._bandwidth or self._force_netem:
             host, port = self.origin_url.rsplit("/", 1)[-1].split(":")
             netem = NetemProxy(host, int(port), self._rtt_ms, self._bandwidth)
             self._netem = netem
@@ -158,9 +159,6 @@ class ServerStack:
 
     def _stop_netem(self) -> None:
         if self._netem is not None:
-            from cvmfs_modelio.sim.netem import NetemProxy
-
-            assert isinstance(self._netem, NetemProxy)
             self._netem.stop()
             self._netem = None
 
@@ -237,8 +235,7 @@ class ServerStack:
         return self._faults.fired()
 
 
-def _wait(get: object, min_count: int, timeout_s: float) -> EventLog:
-    assert callable(get)
+def _wait(get: Callable[[], EventLog], min_count: int, timeout_s: float) -> EventLog:
     deadline = time.monotonic() + timeout_s
     while True:
         log: EventLog = get()
@@ -258,12 +255,14 @@ def serve(
     bandwidth: int = 0,
     proxy_port: int = 0,
     proxy_log: str | os.PathLike[str] | None = None,
+    netem: bool = False,
 ) -> ServerStack:
     """A :class:`ServerStack` for ``store`` (use as a context manager; starts on enter).
 
     ``bandwidth`` in bytes per second (0: unlimited), ``rtt_ms`` in milliseconds (0: none);
-    ``log``/``proxy_log``: event files written when the stack stops.
+    ``log``/``proxy_log``: event files written when the stack stops; ``netem``: put the WAN
+    emulator in front even without limits (to measure its own cost).
     """
     return ServerStack(
-        store, port, server, proxy, log, faults, rtt_ms, bandwidth, proxy_port, proxy_log
+        store, port, server, proxy, log, faults, rtt_ms, bandwidth, proxy_port, proxy_log, netem
     )
