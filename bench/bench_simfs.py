@@ -162,6 +162,7 @@ def main() -> int:
             path = m.path / "model.bin"
             seq_read(path)  # client cache warm
             seq_read(direct)  # page cache warm
+            os.sync()  # settle: no writeback of fresh cache files during the runs
             for r in range(args.rounds):
                 print(f"warm round {r + 1}/{args.rounds}", flush=True)
                 drop(path)
