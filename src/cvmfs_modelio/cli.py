@@ -8,6 +8,7 @@ Bad input (UsageError) becomes one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import pkgutil
 import sys
@@ -28,13 +29,20 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def command_modules(package: str, prefix: str = "") -> list[str]:
-    """Names of the modules of ``package`` whose name starts with ``prefix``, sorted."""
+@functools.cache
+def command_modules(package: str, prefix: str = "") -> tuple[str, ...]:
+    """Names of the modules of ``package`` whose name starts with ``prefix``, sorted.
+
+    Cached: the package directory is listed once per process, so a caller that later drops
+    privileges (tests of permission errors run as nobody) still builds the same parser.
+    """
     pkg = importlib.import_module(package)
-    return sorted(
-        f"{package}.{m.name}"
-        for m in pkgutil.iter_modules(pkg.__path__)
-        if m.name.startswith(prefix) and not m.name.startswith("_")
+    return tuple(
+        sorted(
+            f"{package}.{m.name}"
+            for m in pkgutil.iter_modules(pkg.__path__)
+            if m.name.startswith(prefix) and not m.name.startswith("_")
+        )
     )
 
 
