@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cvmfs_modelio.events import EventLog
 from cvmfs_modelio.sim.builtin_http import request_path
-from cvmfs_modelio.sim.procs import Daemon, free_port
+from cvmfs_modelio.sim.procs import Daemon, start_listening
 from cvmfs_modelio.sim.reqlog import RequestLog, wall_to_monotonic_ns
 
 # %tS: transaction start (s, ms resolution); %tr: response time in ms; %<st / %<sh: reply
@@ -109,16 +109,15 @@ class SquidProxy:
         exe = shutil.which("squid")
         if exe is None:
             raise RuntimeError("squid is not installed (apt-get install squid)")
-        attempts = 1 if self.requested_port else 5
-        for attempt in range(attempts):
-            self.port = self.requested_port or free_port()
+
+        def launch(port: int) -> Daemon:
             conf = self.tmp / "squid.conf"
             conf.write_text(
-                squid_config(self.port, self.tmp, self.max_object, self.cache_mb, self.mem_mb)
+                squid_config(port, self.tmp, self.max_object, self.cache_mb, self.mem_mb)
             )
             self._chown()
             # -n: a service name of our own, so shared-memory names never clash
-            base = [exe, "-N", "-f", str(conf), "-n", f"cmio{os.getpid()}x{self.port}"]
+            base = [exe, "-N", "-f", str(conf), "-n", f"cmio{os.getpid()}x{port}"]
             if not (self.tmp / "cache" / "00").exists():
                 r = subprocess.run(
                     [*base, "-z"], capture_output=True, text=True, timeout=60, check=False
@@ -127,18 +126,16 @@ class SquidProxy:
                     raise RuntimeError(f"squid -z failed: {(r.stderr or r.stdout).strip()}")
             self.daemon = Daemon("squid", base, self.tmp / "stderr.log")
             self.daemon.start()
-            try:
-                self.daemon.wait_port(self.port, timeout_s=30)
-                return self
-            except RuntimeError as e:
-                log = self._cache_log()
-                tail = self.daemon.tail()
-                self.daemon.stop()
-                if "Address already in use" in log and attempt + 1 < attempts:
-                    continue
-                last = [ln for ln in log.splitlines() if "FATAL" in ln or "ERROR" in ln][-1:]
-                raise RuntimeError(f"{e}: {(last or [tail])[0]}") from None
-        raise AssertionError("unreachable")
+            return self.daemon
+
+        def last_error(log: str) -> str:
+            errors = [ln for ln in log.splitlines() if "FATAL" in ln or "ERROR" in ln]
+            return (errors[-1:] or [""])[0]
+
+        self.port, self.daemon = start_listening(
+            self.requested_port, launch, self._cache_log, last_error, timeout_s=30
+        )
+        return self
 
     def _cache_log(self) -> str:
         with contextlib.suppress(OSError):
