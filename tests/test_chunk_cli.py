@@ -352,3 +352,27 @@ def test_dedup_bad_config(rnd: Path, capsys: pytest.CaptureFixture[str]) -> None
     ]:
         rc, _, err = run_cli(["dedup", str(rnd), "--config", cfg], capsys)
         assert rc == 2 and msg in err and err.count("\n") == 1, (cfg, err)
+
+
+@pytest.mark.parametrize("command", ["chunks", "dedup", "sweep", "analyze"])
+def test_json_into_a_directory_or_missing_directory(
+    rnd: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = {
+        "sweep": ["--avg", "1MiB"],
+        "analyze": ["--layout", "whole", "--file", str(rnd)],
+    }.get(command, [])
+    target = str(rnd)
+    if command == "analyze":
+        target = str(tmp_path / "t.cmtr")
+        write_trace(Path(target), rnd, [(1000, Op.OPEN, -1, 0, 3), (2000, Op.PREAD, 0, 4096, 3)])
+    missing = tmp_path / "no" / "r.json"
+    for dest, message in (
+        (tmp_path, f"cvmfs-modelio: {tmp_path}: is a directory\n"),
+        (missing, f"cvmfs-modelio: {missing}: directory {missing.parent} does not exist\n"),
+    ):
+        rc, out, err = run_cli([command, target, *extra, "--json", str(dest)], capsys)
+        assert (rc, out, err) == (2, "", message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["model.bin"] + (["t.cmtr"] if command == "analyze" else [])
+    )

@@ -196,6 +196,8 @@ def test_missing_list_file(small: Path, tmp_path: Path) -> None:
 def test_json_into_missing_directory(small: Path, tmp_path: Path) -> None:
     out = tmp_path / "no" / "r.json"
     bad([str(small), "--json", str(out)], f"{out}: directory {out.parent} does not exist")
+    bad([str(small), "--json", str(tmp_path)], f"{tmp_path}: is a directory")
+    bad([str(small), "--events", str(tmp_path)], f"{tmp_path}: is a directory")
 
 
 def test_probe_prints_table_and_writes_json(tmp_path: Path) -> None:
