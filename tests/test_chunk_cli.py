@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -376,3 +377,12 @@ def test_json_into_a_directory_or_missing_directory(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["model.bin"] + (["t.cmtr"] if command == "analyze" else [])
     )
+
+
+def test_sweep_refuses_a_fifo_without_blocking(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    rc, out, err = run_cli(["sweep", str(fifo), "--avg", "1MiB"], capsys)
+    assert (rc, out, err) == (2, "", f"cvmfs-modelio: {fifo}: not a regular file\n")
