@@ -386,3 +386,21 @@ def test_sweep_refuses_a_fifo_without_blocking(
     os.mkfifo(fifo)
     rc, out, err = run_cli(["sweep", str(fifo), "--avg", "1MiB"], capsys)
     assert (rc, out, err) == (2, "", f"cvmfs-modelio: {fifo}: not a regular file\n")
+
+
+def test_sweep_of_an_empty_file_writes_strict_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    out = tmp_path / "s.json"
+    rc, _, _ = run_cli(["sweep", str(empty), "--avg", "1MiB", "--json", str(out)], capsys)
+    assert rc == 0
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} is not JSON")
+
+    doc = json.loads(out.read_text(), parse_constant=no_constants)
+    (row,) = doc["rows"]
+    assert row["requested_bytes"] == 0 and row["fetched_bytes"] == 0
+    assert row["amplification"] is None
