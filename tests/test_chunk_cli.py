@@ -211,6 +211,7 @@ def test_analyze_errors(rnd: Path, tmp_path: Path, capsys: pytest.CaptureFixture
         (["--layout", "fixed", "--bandwidth", "fast"], "--bandwidth: cannot parse size"),
         (["--layout", "fixed", "--file", "/not/in/trace"], "no file '/not/in/trace'"),
         (["--layout", "fixed", "--file", "/gone/other.bin"], "is not here to chunk"),
+        (["--layout", "nope"], "--layout: 'nope' is no file, and no chunker: "),
     ]:
         if "--file" not in args:
             args = [*args, "--file", str(rnd)]
@@ -353,6 +354,7 @@ def test_dedup_bad_config(rnd: Path, capsys: pytest.CaptureFixture[str]) -> None
     ]:
         rc, _, err = run_cli(["dedup", str(rnd), "--config", cfg], capsys)
         assert rc == 2 and msg in err and err.count("\n") == 1, (cfg, err)
+        assert err.startswith("cvmfs-modelio: --config: "), err
 
 
 @pytest.mark.parametrize("command", ["chunks", "dedup", "sweep", "analyze"])

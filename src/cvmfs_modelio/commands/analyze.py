@@ -43,7 +43,10 @@ def resolve_layout(text: str, traced_path: str) -> Layout:
         return read_cvmfs_layout(traced_path)
     if os.path.exists(text):
         return layout_for(text)
-    spec = parse_chunk_spec(text)
+    try:
+        spec = parse_chunk_spec(text)
+    except UsageError as e:
+        raise UsageError(f"--layout: {text!r} is no file, and no chunker: {e}") from None
     if not os.path.exists(traced_path):
         raise UsageError(f"{traced_path}: the traced file is not here to chunk; pass --layout FILE")
     return layout_for(traced_path, spec, source="compute")
