@@ -6,12 +6,11 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from cvmfs_modelio.events import EventLog
 from cvmfs_modelio.sim.builtin_http import DATA_MAX_AGE_S, MANIFEST_MAX_AGE_S
-from cvmfs_modelio.sim.procs import Daemon, start_listening
+from cvmfs_modelio.sim.procs import Daemon, ServerProcess, start_listening
 from cvmfs_modelio.sim.reqlog import RequestLog, wall_to_monotonic_ns
 
 # $msec: wall time (s, ms resolution) when the log line is written, i.e. at the end of the
@@ -67,19 +66,12 @@ def parse_access_log(text: str, log: RequestLog) -> None:
         log.add(path, end - dur, dur, int(m[4]), int(m[3]), 0, int(m[5]), 0)
 
 
-class NginxServer:
+class NginxServer(ServerProcess):
     """nginx serving ``root`` on 127.0.0.1 (port 0: a free one, retried on a race)."""
 
     def __init__(self, root: str | Path, port: int = 0) -> None:
+        super().__init__("cmio-nginx-", port)
         self.root = Path(root).resolve()
-        self.requested_port = port
-        self.port = 0
-        self.tmp = Path(tempfile.mkdtemp(prefix="cmio-nginx-"))
-        self.daemon: Daemon | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> NginxServer:
         """Start nginx and wait until it listens; RuntimeError with nginx's message if not."""
@@ -110,11 +102,3 @@ class NginxServer:
         with contextlib.suppress(FileNotFoundError):
             parse_access_log((self.tmp / "access.log").read_text(errors="replace"), log)
         return log.snapshot()
-
-    def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop()
-            self.daemon = None
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)

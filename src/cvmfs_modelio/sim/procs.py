@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +95,32 @@ class Daemon:
             os.killpg(pgid, signal.SIGKILL)
         p.wait()
         self.proc = None
+
+
+class ServerProcess:
+    """A server daemon on 127.0.0.1 with its own temp dir (config, logs, cache).
+
+    ``port`` 0: a free one, found when it starts (see :func:`start_listening`).
+    """
+
+    def __init__(self, tmp_prefix: str, port: int = 0) -> None:
+        self.requested_port = port
+        self.port = 0
+        self.tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
+        self.daemon: Daemon | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+            self.daemon = None
+
+    def cleanup(self) -> None:
+        """Remove the temp dir (after :meth:`stop`)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def start_listening(

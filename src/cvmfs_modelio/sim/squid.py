@@ -8,12 +8,11 @@ import pwd
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from cvmfs_modelio.events import EventLog
 from cvmfs_modelio.sim.builtin_http import request_path
-from cvmfs_modelio.sim.procs import Daemon, start_listening
+from cvmfs_modelio.sim.procs import Daemon, ServerProcess, start_listening
 from cvmfs_modelio.sim.reqlog import RequestLog, wall_to_monotonic_ns
 
 # %tS: transaction start (s, ms resolution); %tr: response time in ms; %<st / %<sh: reply
@@ -73,7 +72,7 @@ def access_log_tags(text: str) -> list[tuple[str, str]]:
     return out
 
 
-class SquidProxy:
+class SquidProxy(ServerProcess):
     """squid on 127.0.0.1 (port 0: a free one, retried on a race) with its own temp dir.
 
     ``max_object`` (bytes) must exceed the largest object it should cache.
@@ -82,17 +81,10 @@ class SquidProxy:
     def __init__(
         self, max_object: int, port: int = 0, cache_mb: int = 2048, mem_mb: int = 256
     ) -> None:
+        super().__init__("cmio-squid-", port)
         self.max_object = max_object
-        self.requested_port = port
         self.cache_mb = cache_mb
         self.mem_mb = mem_mb
-        self.port = 0
-        self.tmp = Path(tempfile.mkdtemp(prefix="cmio-squid-"))
-        self.daemon: Daemon | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def _chown(self) -> None:
         # As root, squid drops to cache_effective_user (proxy): it must own its files.
@@ -153,11 +145,3 @@ class SquidProxy:
         log = RequestLog({"server": "squid", "port": self.port})
         parse_access_log(self.access_log(), log)
         return log.snapshot()
-
-    def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop()
-            self.daemon = None
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
