@@ -157,8 +157,9 @@ def test_bad_size(small: Path) -> None:
     )
 
 
-def test_threads_zero(small: Path) -> None:
+def test_threads_out_of_range(small: Path) -> None:
     bad([str(small), "--threads", "0"], f"{small}: threads must be >= 1")
+    bad([str(small), "--threads", "1025"], f"{small}: threads must be <= 1024, got 1025")
 
 
 def test_replay_needs_a_list(small: Path) -> None:

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--align", type=str, default=None, help="random offsets are multiples of this")
     p.add_argument("--seed", type=str, default="0", help="seed of the random patterns")
     p.add_argument("--list", dest="list_file", default=None, help="'offset length' lines")
-    p.add_argument("--threads", type=str, default="1", help="workers sharing the op list")
+    p.add_argument("--threads", type=str, default="1", help="workers sharing the op list (1-1024)")
     p.add_argument(
         "--fadvise", default=None, help=f"posix_fadvise before the run: {', '.join(FADVISE_HINTS)}"
     )
