@@ -15,6 +15,7 @@ is stopped on exit, also on exceptions.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -81,6 +82,9 @@ class ServerStack:
             raise UsageError("fault injection needs the builtin server")
         if rtt_ms < 0 or bandwidth < 0:
             raise UsageError("--rtt-ms and --bandwidth must not be negative")
+        if not (math.isfinite(rtt_ms) and math.isfinite(bandwidth)):
+            # NaN compares false to everything: it would silently mean "no WAN emulation"
+            raise UsageError(f"--rtt-ms and --bandwidth must be finite, got {rtt_ms}, {bandwidth}")
         self.server_kind = server
         self.proxy_kind = proxy
         self._port = port
