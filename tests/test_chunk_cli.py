@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -210,6 +211,7 @@ def test_analyze_errors(rnd: Path, tmp_path: Path, capsys: pytest.CaptureFixture
         (["--layout", "fixed", "--bandwidth", "fast"], "--bandwidth: cannot parse size"),
         (["--layout", "fixed", "--file", "/not/in/trace"], "no file '/not/in/trace'"),
         (["--layout", "fixed", "--file", "/gone/other.bin"], "is not here to chunk"),
+        (["--layout", "nope"], "--layout: 'nope' is no file, and no chunker: "),
     ]:
         if "--file" not in args:
             args = [*args, "--file", str(rnd)]
@@ -352,3 +354,55 @@ def test_dedup_bad_config(rnd: Path, capsys: pytest.CaptureFixture[str]) -> None
     ]:
         rc, _, err = run_cli(["dedup", str(rnd), "--config", cfg], capsys)
         assert rc == 2 and msg in err and err.count("\n") == 1, (cfg, err)
+        assert err.startswith("cvmfs-modelio: --config: "), err
+
+
+@pytest.mark.parametrize("command", ["chunks", "dedup", "sweep", "analyze"])
+def test_json_into_a_directory_or_missing_directory(
+    rnd: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = {
+        "sweep": ["--avg", "1MiB"],
+        "analyze": ["--layout", "whole", "--file", str(rnd)],
+    }.get(command, [])
+    target = str(rnd)
+    if command == "analyze":
+        target = str(tmp_path / "t.cmtr")
+        write_trace(Path(target), rnd, [(1000, Op.OPEN, -1, 0, 3), (2000, Op.PREAD, 0, 4096, 3)])
+    missing = tmp_path / "no" / "r.json"
+    for dest, message in (
+        (tmp_path, f"cvmfs-modelio: {tmp_path}: is a directory\n"),
+        (missing, f"cvmfs-modelio: {missing}: directory {missing.parent} does not exist\n"),
+    ):
+        rc, out, err = run_cli([command, target, *extra, "--json", str(dest)], capsys)
+        assert (rc, out, err) == (2, "", message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["model.bin"] + (["t.cmtr"] if command == "analyze" else [])
+    )
+
+
+def test_sweep_refuses_a_fifo_without_blocking(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    rc, out, err = run_cli(["sweep", str(fifo), "--avg", "1MiB"], capsys)
+    assert (rc, out, err) == (2, "", f"cvmfs-modelio: {fifo}: not a regular file\n")
+
+
+def test_sweep_of_an_empty_file_writes_strict_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    out = tmp_path / "s.json"
+    rc, _, _ = run_cli(["sweep", str(empty), "--avg", "1MiB", "--json", str(out)], capsys)
+    assert rc == 0
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} is not JSON")
+
+    doc = json.loads(out.read_text(), parse_constant=no_constants)
+    (row,) = doc["rows"]
+    assert row["requested_bytes"] == 0 and row["fetched_bytes"] == 0
+    assert row["amplification"] is None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cvmfs_modelio import _native
@@ -155,15 +155,27 @@ def test_invariants_all_chunkers(
     st.integers(0, 100_000),
     st.integers(0, 255),
 )
+@example("xor32", (64, 65, 66), 65, 1)  # 0x01 bytes: h = 0xFFFFFFFF, a candidate
+@example("xor32", (64, 65, 66), 200, 0)
 def test_constant_data_cut_at_exactly_max(
     kind: str, params: tuple[int, int, int], n: int, value: int
 ) -> None:
-    mn, _avg, mx = params
+    mn, avg, mx = params
     data = bytes([value]) * n
     offsets = _native.chunk_offsets(data, kind, *params).tolist()
-    # Hard cuts at every multiple of max that leaves data after it.
-    expected = list(range(0, n, mx)) if n > mn else [0]
+    # Hard cuts at every multiple of max that leaves data after it.  Exception (xor32
+    # only): a byte value whose steady rolling state (all 32 window bytes equal) is itself
+    # a cut candidate, e.g. 0x01 gives h = 0xFFFFFFFF; then every chunk is cut by content
+    # at its first tested position, exactly min bytes in.
+    h = 0
+    for _ in range(32):
+        h = ((h << 1) ^ value) & 0xFFFFFFFF
+    thr, m = 0xFFFFFFFF // avg, 0x7FFFFFFF
+    steady_cut = kind == "xor32" and (m - thr < h < m + thr or h == 0xFFFFFFFF)
+    expected = list(range(0, n, mn if steady_cut else mx)) if n > mn else [0]
     assert offsets == expected
+    if kind == "xor32":
+        assert offsets == reference_xor32(data, *params)
 
 
 @SETTINGS

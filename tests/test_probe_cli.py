@@ -157,8 +157,9 @@ def test_bad_size(small: Path) -> None:
     )
 
 
-def test_threads_zero(small: Path) -> None:
+def test_threads_out_of_range(small: Path) -> None:
     bad([str(small), "--threads", "0"], f"{small}: threads must be >= 1")
+    bad([str(small), "--threads", "1025"], f"{small}: threads must be <= 1024, got 1025")
 
 
 def test_replay_needs_a_list(small: Path) -> None:
@@ -196,6 +197,8 @@ def test_missing_list_file(small: Path, tmp_path: Path) -> None:
 def test_json_into_missing_directory(small: Path, tmp_path: Path) -> None:
     out = tmp_path / "no" / "r.json"
     bad([str(small), "--json", str(out)], f"{out}: directory {out.parent} does not exist")
+    bad([str(small), "--json", str(tmp_path)], f"{tmp_path}: is a directory")
+    bad([str(small), "--events", str(tmp_path)], f"{tmp_path}: is a directory")
 
 
 def test_probe_prints_table_and_writes_json(tmp_path: Path) -> None:

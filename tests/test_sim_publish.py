@@ -363,6 +363,23 @@ def test_json_output(tmp_path: Path) -> None:
     assert j["environment"]["kernel"] == os.uname().release
 
 
+def test_bad_json_destination_is_refused_before_publishing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"abc")
+    store = tmp_path / "s"
+    missing = tmp_path / "no" / "r.json"
+    for dest, message in (
+        (src, f"cvmfs-modelio: {src}: is a directory\n"),
+        (missing, f"cvmfs-modelio: {missing}: directory {missing.parent} does not exist\n"),
+    ):
+        assert main(["sim", "publish", str(src), str(store), "--json", str(dest)]) == 2
+        assert capsys.readouterr().err == message
+        assert not store.exists()
+
+
 # ----------------------------------------------------------------- bad input
 
 

@@ -456,6 +456,12 @@ def test_cli_serve_bad_input(store: Path, tmp_path: Path) -> None:
         ([str(store), "--port", "70000"], "--port: 70000 is not a TCP port"),
         ([str(store), "--bandwidth", "fast"], "--bandwidth: cannot parse size"),
         ([str(store), "--fault", "boom:x"], "fault kind 'boom'"),
+        ([str(store), "--rtt-ms", "nan"], "--rtt-ms and --bandwidth must be finite, got nan, 0"),
+        ([str(store), "--log", str(tmp_path)], f"{tmp_path}: is a directory"),
+        (
+            [str(store), "--proxy-log", str(tmp_path / "no" / "p.cmtr")],
+            f"directory {tmp_path / 'no'} does not exist",
+        ),
     ]:
         r = subprocess.run(
             [sys.executable, "-m", "cvmfs_modelio.cli", "sim", "serve", *args],

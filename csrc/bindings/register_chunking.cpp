@@ -3,16 +3,12 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
-
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 
 #include "bindings/register.h"
 #include "chunking/chunker.h"
@@ -53,33 +49,12 @@ BytesView view(const py::buffer_info& info) {
   return {static_cast<const std::uint8_t*>(info.ptr), static_cast<std::size_t>(info.size)};
 }
 
-struct Fd {
-  int fd;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
-
 // Every xor32 candidate of a file for the smallest avg of a sweep, with its
 // distance, so the candidates of any larger avg are a filter away.
 std::int64_t scan_file(const std::string& path, std::uint32_t thr,
                        std::vector<Xor32Candidate>& out) {
   Xor32Scanner scan(thr);
-  Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), path);
-  std::vector<std::uint8_t> buf(std::size_t{4} << 20);
-  for (;;) {
-    const ssize_t r = ::read(f.fd, buf.data(), buf.size());
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw std::system_error(errno, std::generic_category(), path);
-    }
-    if (r == 0) break;
-    scan.feed(buf.data(), static_cast<std::size_t>(r), out);
-  }
+  read_file_blocks(path, [&](const std::uint8_t* d, std::size_t n) { scan.feed(d, n, out); });
   return scan.position();
 }
 

@@ -37,6 +37,20 @@ std::vector<OpSpec> to_ops(const std::optional<py::array_t<std::int64_t, py::arr
   return out;
 }
 
+// The pattern parameters both probe_plan and probe_run take from Python.
+probe::PatternParams pattern_params(std::int64_t block, std::int64_t stride, std::int64_t count,
+                                    std::int64_t align, std::uint64_t seed,
+                                    const std::optional<py::array_t<std::int64_t, py::array::c_style>>& ranges) {
+  probe::PatternParams p;
+  p.block = block;
+  p.stride = stride;
+  p.count = count;
+  p.align = align;
+  p.seed = seed;
+  p.list = to_ops(ranges);
+  return p;
+}
+
 py::array_t<std::int64_t> ops_array(const std::vector<OpSpec>& ops) {
   py::array_t<std::int64_t> a({static_cast<py::ssize_t>(ops.size()), py::ssize_t{2}});
   auto w = a.mutable_unchecked<2>();
@@ -94,15 +108,9 @@ void register_probe(py::module_& m) {
       [](const std::string& pattern, std::int64_t file_size, std::int64_t block, std::int64_t stride,
          std::int64_t count, std::int64_t align, std::uint64_t seed, std::int64_t page_size,
          const std::optional<py::array_t<std::int64_t, py::array::c_style>>& ranges) {
-        probe::PatternParams p;
+        probe::PatternParams p = pattern_params(block, stride, count, align, seed, ranges);
         p.file_size = file_size;
         p.page_size = page_size;
-        p.block = block;
-        p.stride = stride;
-        p.count = count;
-        p.align = align;
-        p.seed = seed;
-        p.list = to_ops(ranges);
         return ops_array(probe::plan_pattern(pattern, p));
       },
       py::arg("pattern"), py::arg("file_size"), py::arg("block"), py::arg("stride"), py::arg("count"),
@@ -118,12 +126,7 @@ void register_probe(py::module_& m) {
         probe::ProbeConfig cfg;
         cfg.path = path;
         cfg.pattern = pattern;
-        cfg.params.block = block;
-        cfg.params.stride = stride;
-        cfg.params.count = count;
-        cfg.params.align = align;
-        cfg.params.seed = seed;
-        cfg.params.list = to_ops(ranges);
+        cfg.params = pattern_params(block, stride, count, align, seed, ranges);
         cfg.threads = threads;
         cfg.fadvise = fadvise;
         cfg.madvise = madvise;

@@ -50,6 +50,22 @@ struct Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
 };
+
+std::int64_t read_fd_blocks(int fd, const std::string& path,
+                            const std::function<void(const std::uint8_t*, std::size_t)>& consume) {
+  std::vector<std::uint8_t> buf(std::size_t{4} << 20);
+  std::int64_t total = 0;
+  for (;;) {
+    const ssize_t r = ::read(fd, buf.data(), buf.size());
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw std::system_error(errno, std::generic_category(), path);
+    }
+    if (r == 0) return total;
+    consume(buf.data(), static_cast<std::size_t>(r));
+    total += r;
+  }
+}
 }  // namespace
 
 Layout chunk_file(const ChunkerSpec& spec, const std::string& path) {
@@ -62,17 +78,15 @@ Layout chunk_file(const ChunkerSpec& spec, const std::string& path) {
     chunker->skip(static_cast<std::size_t>(end));
     return chunker->finish();
   }
-  std::vector<std::uint8_t> buf(std::size_t{4} << 20);
-  for (;;) {
-    const ssize_t r = ::read(f.fd, buf.data(), buf.size());
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw std::system_error(errno, std::generic_category(), path);
-    }
-    if (r == 0) break;
-    chunker->feed(buf.data(), static_cast<std::size_t>(r));
-  }
+  read_fd_blocks(f.fd, path, [&](const std::uint8_t* d, std::size_t n) { chunker->feed(d, n); });
   return chunker->finish();
+}
+
+std::int64_t read_file_blocks(const std::string& path,
+                              const std::function<void(const std::uint8_t*, std::size_t)>& consume) {
+  Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), path);
+  return read_fd_blocks(f.fd, path, consume);
 }
 
 }  // namespace cmio

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,8 +56,14 @@ ChunkerKind parse_kind(const std::string& name);  // xor32, fixed, fastcdc, layo
 // Validates the spec (std::invalid_argument) and builds its chunker.
 std::unique_ptr<Chunker> make_chunker(const ChunkerSpec& spec);
 
-// Chunk a whole buffer / a file (read with read(2) in 1 MiB pieces).
+// Chunk a whole buffer / a file (read with read(2) in 4 MiB pieces).
 Layout chunk_buffer(const ChunkerSpec& spec, const std::uint8_t* data, std::int64_t n);
 Layout chunk_file(const ChunkerSpec& spec, const std::string& path);
+
+// Read the file at `path` from start to end in 4 MiB pieces, calling
+// `consume(data, n)` for each; returns the bytes read.  std::system_error on a
+// failed open/read (EINTR retried).
+std::int64_t read_file_blocks(const std::string& path,
+                              const std::function<void(const std::uint8_t*, std::size_t)>& consume);
 
 }  // namespace cmio

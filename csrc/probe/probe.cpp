@@ -274,7 +274,14 @@ ProbeResult Probe::run(Event* out) {
   } else {
     std::vector<std::thread> pool;
     pool.reserve(workers.size());
-    for (auto& w : workers) pool.emplace_back([&ctx, &w] { worker_loop(ctx, w); });
+    try {
+      for (auto& w : workers) pool.emplace_back([&ctx, &w] { worker_loop(ctx, w); });
+    } catch (...) {
+      // A thread that cannot be created (EAGAIN): the running ones still finish the
+      // shared op list; join them, or ~thread would std::terminate the interpreter.
+      for (auto& t : pool) t.join();
+      throw;
+    }
     for (auto& t : pool) t.join();
   }
   res.t_end_ns = monotonic_ns();

@@ -166,7 +166,8 @@ class Analysis:
             "unique_requested_bytes": self.unique_requested_bytes,
             "fetched_bytes": self.fetched_bytes,
             "n_fetches": self.n_fetches,
-            "amplification": self.amplification,
+            # null, not NaN (which is not JSON), when nothing was requested
+            "amplification": self.amplification if self.unique_requested_bytes else None,
             "fetch_time_ns": self.fetch_time_ns,
             "chunks_touched": self.chunks_touched.tolist(),
             "first_touch_ns": self.first_touch_ns.tolist(),

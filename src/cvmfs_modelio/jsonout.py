@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from cvmfs_modelio.errors import UsageError
 
-def environment() -> dict[str, Any]:
-    """Kernel, CPU, Python and package versions of this machine."""
+
+def environment(tools: bool = False) -> dict[str, Any]:
+    """Kernel, CPU, Python and package versions of this machine (and nginx/squid if ``tools``)."""
     import numpy
 
     from cvmfs_modelio import __version__
 
-    cpu = platform.processor()
+    cpu = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -24,7 +28,7 @@ def environment() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {
+    env: dict[str, Any] = {
         "kernel": platform.release(),
         "machine": platform.machine(),
         "cpu": cpu,
@@ -33,6 +37,51 @@ def environment() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "cvmfs_modelio": __version__,
     }
+    if tools:
+        env["nginx"] = _tool_version(["nginx", "-v"])
+        env["squid"] = _tool_version(["squid", "-v"])
+    return env
+
+
+def _tool_version(argv: list[str]) -> str | None:
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    out = (r.stdout + r.stderr).strip().splitlines()
+    return out[0] if out else None
+
+
+def check_dest(path: str | os.PathLike[str] | None) -> None:
+    """UsageError unless ``path`` (an output file; ``-``: stdout) can be created.
+
+    Called before a command does its work, so a bad output path costs nothing and never
+    leaves a result half done."""
+    if path is None or os.fspath(path) == "-":
+        return
+    dest = Path(path)
+    if dest.is_dir():
+        raise UsageError(f"{os.fspath(path)}: is a directory")
+    parent = dest.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"{os.fspath(path)}: directory {parent} does not exist")
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same directory and a rename, so a
+    reader never sees half a file; a failure is a one-line UsageError naming the file."""
+    dest = Path(path)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, dest)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise UsageError(f"{os.fspath(path)}: cannot write: {e.strerror or e}") from None
+        raise
 
 
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
@@ -42,14 +91,7 @@ def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     if os.fspath(path) == "-":
         sys.stdout.write(text)
         return
-    dest = Path(path)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, text)
 
 
 def _default(o: object) -> Any:

@@ -38,6 +38,7 @@ VERIFY_MODES: tuple[str, ...] = ("file", "pattern")
 LIST_PATTERNS = ("replay", "mmap-list")
 PAGE_SIZE = os.sysconf("SC_PAGESIZE")
 DEFAULT_BLOCK = 1024 * 1024
+MAX_THREADS = 1024
 
 Residency = int | str  # resident pages, or "untrusted"
 
@@ -292,6 +293,9 @@ def probe(
     )
     if threads < 1:
         raise UsageError(f"{p}: threads must be >= 1")
+    if threads > MAX_THREADS:
+        # each worker holds its own read buffer (block bytes) and a thread stack
+        raise UsageError(f"{p}: threads must be <= {MAX_THREADS}, got {threads}")
     if fadvise is not None and fadvise not in FADVISE_HINTS:
         raise UsageError(
             f"{p}: unknown fadvise hint {fadvise!r} (valid: {', '.join(FADVISE_HINTS)})"

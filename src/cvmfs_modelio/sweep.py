@@ -166,7 +166,8 @@ class SweepRow:
             "n_chunked_files": self.n_chunked_files,
             "requested_bytes": self.requested_bytes,
             "fetched_bytes": self.fetched_bytes,
-            "amplification": self.amplification,
+            # null, not NaN (which is not JSON), when nothing was requested
+            "amplification": self.amplification if self.requested_bytes else None,
             "n_fetches": self.n_fetches,
             "fetch_time_ns": self.fetch_time_ns,
         }

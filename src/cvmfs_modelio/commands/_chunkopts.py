@@ -44,6 +44,9 @@ def is_trace(path: str) -> bool:
     """True for a trace: an event file (by its magic) or a tracer's directory of them."""
     if os.path.isdir(path):
         return True
+    if os.path.exists(path) and not os.path.isfile(path):
+        # open() of a FIFO would block until a writer comes
+        raise UsageError(f"{path}: not a regular file")
     try:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC

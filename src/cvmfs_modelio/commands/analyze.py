@@ -15,7 +15,7 @@ from cvmfs_modelio.commands._chunkopts import (
 )
 from cvmfs_modelio.commands.chunks import describe
 from cvmfs_modelio.errors import UsageError
-from cvmfs_modelio.jsonout import format_table, write_json
+from cvmfs_modelio.jsonout import check_dest, format_table, write_json
 from cvmfs_modelio.layouts import Layout, layout_for, parse_chunk_spec, read_cvmfs_layout
 from cvmfs_modelio.units import fmt_bytes, fmt_ns
 
@@ -43,7 +43,10 @@ def resolve_layout(text: str, traced_path: str) -> Layout:
         return read_cvmfs_layout(traced_path)
     if os.path.exists(text):
         return layout_for(text)
-    spec = parse_chunk_spec(text)
+    try:
+        spec = parse_chunk_spec(text)
+    except UsageError as e:
+        raise UsageError(f"--layout: {text!r} is no file, and no chunker: {e}") from None
     if not os.path.exists(traced_path):
         raise UsageError(f"{traced_path}: the traced file is not here to chunk; pass --layout FILE")
     return layout_for(traced_path, spec, source="compute")
@@ -51,6 +54,7 @@ def resolve_layout(text: str, traced_path: str) -> Layout:
 
 def run(args: argparse.Namespace) -> int:
     model = fetch_model(args)
+    check_dest(args.json)
     log = load_trace(args.trace)
     entry = pick_file(log, args.trace, args.file)
     layout = resolve_layout(args.layout, entry.path)

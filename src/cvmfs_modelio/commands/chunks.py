@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from cvmfs_modelio.errors import UsageError
-from cvmfs_modelio.jsonout import format_table, write_json
+from cvmfs_modelio.jsonout import check_dest, format_table, write_json
 from cvmfs_modelio.layouts import (
     CVMFS_AVG_CHUNK_SIZE,
     CVMFS_MAX_CHUNK_SIZE,
@@ -86,6 +86,7 @@ def describe(layout: Layout) -> str:
 
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    check_dest(args.json)
     if args.from_cvmfs:
         layout = read_cvmfs_layout(args.file)
     elif spec is None:

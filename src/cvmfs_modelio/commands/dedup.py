@@ -7,7 +7,8 @@ import os
 from typing import Any
 
 from cvmfs_modelio.dedup import dedup
-from cvmfs_modelio.jsonout import format_table, write_json
+from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.jsonout import check_dest, format_table, write_json
 from cvmfs_modelio.layouts import parse_chunk_spec
 from cvmfs_modelio.units import fmt_bytes
 
@@ -37,7 +38,11 @@ def short_names(paths: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    specs = [parse_chunk_spec(c) for c in (args.config or ["4MiB/8MiB/16MiB"])]
+    try:
+        specs = [parse_chunk_spec(c) for c in (args.config or ["4MiB/8MiB/16MiB"])]
+    except UsageError as e:
+        raise UsageError(f"--config: {e}") from None
+    check_dest(args.json)
     results = [dedup(args.files, s) for s in specs]
     rows = []
     for r in results:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio import units
-from cvmfs_modelio.jsonout import write_json
+from cvmfs_modelio.jsonout import check_dest, write_json
 from cvmfs_modelio.probe import ProbeSummary, probe
 
 
@@ -160,6 +160,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     weight_bytes = units.parse_size(args.size, "--size")
+    check_dest(args.json_out)
     with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-demo-") as tmp:
         rows = run_demo(Path(tmp), weight_bytes=weight_bytes)
     print(format_rows(rows))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio import units
 from cvmfs_modelio.errors import UsageError
 from cvmfs_modelio.events import write_event_file
-from cvmfs_modelio.jsonout import environment, write_json
+from cvmfs_modelio.jsonout import check_dest, environment, write_json
 from cvmfs_modelio.probe import (
     FADVISE_HINTS,
     MADVISE_HINTS,
@@ -48,7 +47,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--align", type=str, default=None, help="random offsets are multiples of this")
     p.add_argument("--seed", type=str, default="0", help="seed of the random patterns")
     p.add_argument("--list", dest="list_file", default=None, help="'offset length' lines")
-    p.add_argument("--threads", type=str, default="1", help="workers sharing the op list")
+    p.add_argument("--threads", type=str, default="1", help="workers sharing the op list (1-1024)")
     p.add_argument(
         "--fadvise", default=None, help=f"posix_fadvise before the run: {', '.join(FADVISE_HINTS)}"
     )
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         ranges = load_ranges(args.list_file)
     for dest in (args.json_out, args.events_out):
         if dest is not None:
-            _check_writable_dest(dest)
+            check_dest(dest)
     res = probe(
         path,
         args.pattern,
@@ -109,12 +108,6 @@ def run(args: argparse.Namespace) -> int:
         log.meta["environment"] = environment()
         write_event_file(args.events_out, log)
     return 1 if s.failed_ops or s.verify_bad_bytes else 0
-
-
-def _check_writable_dest(dest: str) -> None:
-    parent = Path(dest).resolve().parent
-    if not parent.is_dir():
-        raise UsageError(f"{dest}: directory {parent} does not exist")
 
 
 def _res(v: int | str, total: int) -> str:

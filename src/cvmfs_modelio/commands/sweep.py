@@ -16,7 +16,7 @@ from cvmfs_modelio.commands._chunkopts import (
     read_files,
 )
 from cvmfs_modelio.errors import UsageError
-from cvmfs_modelio.jsonout import format_table, write_json
+from cvmfs_modelio.jsonout import check_dest, format_table, write_json
 from cvmfs_modelio.sweep import CorpusFile, avg_range, config_grid, run_sweep
 from cvmfs_modelio.units import fmt_bytes, fmt_ns, parse_size
 
@@ -96,6 +96,7 @@ def build_corpus(paths: list[str]) -> tuple[list[CorpusFile], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     model = fetch_model(args)
+    check_dest(args.json)
     configs = config_grid(
         parse_avgs(args.avg),
         parse_ratios(args.min_ratio, "--min-ratio"),

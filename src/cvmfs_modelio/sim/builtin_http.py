@@ -11,7 +11,6 @@ manifest 61 s) so that a squid in front caches as at a real site.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import os
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from cvmfs_modelio.sim.faults import FaultRule, FaultSet
+from cvmfs_modelio.sim.listener import LoopbackListener
 from cvmfs_modelio.sim.reqlog import RequestLog
 from cvmfs_modelio.sim.store import MANIFEST
 
@@ -56,7 +56,7 @@ class _Date:
         return self._text
 
 
-class BuiltinServer:
+class BuiltinServer(LoopbackListener):
     """Serve the files under ``root`` on 127.0.0.1:``port`` (0: any free port)."""
 
     def __init__(
@@ -72,42 +72,16 @@ class BuiltinServer:
         self._small_bytes = 0
         self.faults = faults or FaultSet()
         self.log = log or RequestLog({"server": "builtin"})
-        self._sock = socket.create_server(("127.0.0.1", port), backlog=512)
-        self.port: int = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
-        self._threads: set[threading.Thread] = set()
+        super().__init__(port, name="http-accept")
         self._date = _Date()
-        self._acceptor = threading.Thread(
-            target=self._accept_loop, name=f"http-accept-{self.port}", daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> BuiltinServer:
-        self._acceptor.start()
+        self._start_accepting()
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop accepting, wake every connection (including slow faults) and join all threads."""
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        if self._acceptor.is_alive():
-            self._acceptor.join(timeout_s)
-        with self._lock:
-            conns = list(self._conns)
-            threads = list(self._threads)
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + timeout_s
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        self._shutdown(timeout_s, close_conns=False)
 
     # ------------------------------------------------------------------ plumbing
 

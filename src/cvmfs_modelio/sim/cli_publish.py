@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.jsonout import check_dest
 from cvmfs_modelio.sim.jsonout import environment, write_json
 from cvmfs_modelio.sim.publish import (
     DEFAULT_AVG,
@@ -102,6 +103,7 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
+    check_dest(args.json)
     progress = _Progress() if sys.stderr.isatty() else None
     result = publish(args.src_dir, args.store, params, progress=progress)
     if progress is not None:

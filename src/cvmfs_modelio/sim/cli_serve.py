@@ -10,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.jsonout import check_dest
 from cvmfs_modelio.sim.faults import parse_fault
 from cvmfs_modelio.sim.server import PROXIES, SERVERS, serve
 from cvmfs_modelio.units import fmt_rate, parse_size
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= v <= 65535:
             raise UsageError(f"--{name.replace('_', '-')}: {v} is not a TCP port")
     bandwidth = parse_size(args.bandwidth, "--bandwidth") if args.bandwidth else 0
+    for dest in (args.log, args.proxy_log):
+        check_dest(dest)  # written at exit: refuse a bad path now, not after serving
     faults = [parse_fault(s) for s in args.fault]
     stop = threading.Event()
 

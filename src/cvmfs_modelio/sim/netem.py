@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.sim.listener import LoopbackListener
 
 WINDOW = 4 * 1024 * 1024
 _BLOCK_LIMITED = 64 * 1024  # pacing granularity under a bandwidth limit
@@ -57,7 +58,7 @@ class _Link:
             return self.free_at
 
 
-class NetemProxy:
+class NetemProxy(LoopbackListener):
     """Listen on 127.0.0.1 (``port`` 0: any free port), forward to the upstream host:port.
 
     ``rtt_ms``: added round-trip time in milliseconds; ``bandwidth_bytes_per_s``: link rate
@@ -83,25 +84,15 @@ class NetemProxy:
         self.shared = shared
         self._down = _Link(self.bandwidth)
         self._up = _Link(self.bandwidth)
-        self._sock = socket.create_server(("127.0.0.1", port), backlog=512)
-        self.port: int = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._socks: set[socket.socket] = set()
-        self._threads: set[threading.Thread] = set()
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
+        super().__init__(port)
         self.connections = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def limited(self) -> bool:
         return self.rtt_ms > 0 or self.bandwidth > 0
 
     def start(self) -> NetemProxy:
-        self._acceptor.start()
+        self._start_accepting()
         return self
 
     def __enter__(self) -> NetemProxy:
@@ -112,22 +103,7 @@ class NetemProxy:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Close the listener and every connection, and join all threads."""
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        if self._acceptor.is_alive():
-            self._acceptor.join(timeout_s)
-        with self._lock:
-            socks, threads = list(self._socks), list(self._threads)
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + timeout_s
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        for s in socks:
-            s.close()
+        self._shutdown(timeout_s, close_conns=True)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -156,7 +132,7 @@ class NetemProxy:
 
     def _connect(self, client: socket.socket) -> None:
         with self._lock:
-            self._socks.add(client)
+            self._conns.add(client)
         try:
             upstream = socket.create_connection(self.upstream, timeout=10)
         except OSError:
@@ -168,7 +144,7 @@ class NetemProxy:
                 client.close()
                 upstream.close()
                 return
-            self._socks.add(upstream)
+            self._conns.add(upstream)
             self.connections += 1
         for s in (client, upstream):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -183,8 +159,8 @@ class NetemProxy:
 
     def _close_pair(self, a: socket.socket, b: socket.socket) -> None:
         with self._lock:
-            self._socks.discard(a)
-            self._socks.discard(b)
+            self._conns.discard(a)
+            self._conns.discard(b)
         a.close()
         b.close()
 

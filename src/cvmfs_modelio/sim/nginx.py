@@ -6,12 +6,11 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from cvmfs_modelio.events import EventLog
 from cvmfs_modelio.sim.builtin_http import DATA_MAX_AGE_S, MANIFEST_MAX_AGE_S
-from cvmfs_modelio.sim.procs import Daemon, free_port
+from cvmfs_modelio.sim.procs import Daemon, ServerProcess, start_listening
 from cvmfs_modelio.sim.reqlog import RequestLog, wall_to_monotonic_ns
 
 # $msec: wall time (s, ms resolution) when the log line is written, i.e. at the end of the
@@ -67,45 +66,35 @@ def parse_access_log(text: str, log: RequestLog) -> None:
         log.add(path, end - dur, dur, int(m[4]), int(m[3]), 0, int(m[5]), 0)
 
 
-class NginxServer:
+class NginxServer(ServerProcess):
     """nginx serving ``root`` on 127.0.0.1 (port 0: a free one, retried on a race)."""
 
     def __init__(self, root: str | Path, port: int = 0) -> None:
+        super().__init__("cmio-nginx-", port)
         self.root = Path(root).resolve()
-        self.requested_port = port
-        self.port = 0
-        self.tmp = Path(tempfile.mkdtemp(prefix="cmio-nginx-"))
-        self.daemon: Daemon | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> NginxServer:
         """Start nginx and wait until it listens; RuntimeError with nginx's message if not."""
         if shutil.which("nginx") is None:
             raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
-        attempts = 1 if self.requested_port else 5
         errlog = self.tmp / "error.log"
-        for attempt in range(attempts):
-            self.port = self.requested_port or free_port()
+
+        def launch(port: int) -> Daemon:
             conf = self.tmp / "nginx.conf"
-            conf.write_text(nginx_config(self.root, self.port, self.tmp, os.geteuid() == 0))
+            conf.write_text(nginx_config(self.root, port, self.tmp, os.geteuid() == 0))
             argv = ["nginx", "-c", str(conf), "-p", f"{self.tmp}/", "-e", str(errlog)]
             self.daemon = Daemon("nginx", argv, self.tmp / "stderr.log")
             self.daemon.start()
-            try:
-                self.daemon.wait_port(self.port)
-                return self
-            except RuntimeError as e:
-                err = errlog.read_text(errors="replace") if errlog.exists() else ""
-                tail = self.daemon.tail()
-                self.daemon.stop()
-                if "Address already in use" in err and attempt + 1 < attempts:
-                    continue
-                last = err.strip().splitlines()[-1:] or [tail]
-                raise RuntimeError(f"{e}: {last[0]}") from None
-        raise AssertionError("unreachable")
+            return self.daemon
+
+        def error_log() -> str:
+            return errlog.read_text(errors="replace") if errlog.exists() else ""
+
+        def last_line(log: str) -> str:
+            return (log.strip().splitlines()[-1:] or [""])[0]
+
+        self.port, self.daemon = start_listening(self.requested_port, launch, error_log, last_line)
+        return self
 
     def requests(self) -> EventLog:
         """The access log so far as an event table."""
@@ -113,11 +102,3 @@ class NginxServer:
         with contextlib.suppress(FileNotFoundError):
             parse_access_log((self.tmp / "access.log").read_text(errors="replace"), log)
         return log.snapshot()
-
-    def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop()
-            self.daemon = None
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -92,6 +95,63 @@ class Daemon:
             os.killpg(pgid, signal.SIGKILL)
         p.wait()
         self.proc = None
+
+
+class ServerProcess:
+    """A server daemon on 127.0.0.1 with its own temp dir (config, logs, cache).
+
+    ``port`` 0: a free one, found when it starts (see :func:`start_listening`).
+    """
+
+    def __init__(self, tmp_prefix: str, port: int = 0) -> None:
+        self.requested_port = port
+        self.port = 0
+        self.tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
+        self.daemon: Daemon | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+            self.daemon = None
+
+    def cleanup(self) -> None:
+        """Remove the temp dir (after :meth:`stop`)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def start_listening(
+    requested_port: int,
+    launch: Callable[[int], Daemon],
+    error_log: Callable[[], str],
+    explain: Callable[[str], str],
+    timeout_s: float = 15.0,
+) -> tuple[int, Daemon]:
+    """Start a server with ``launch(port)`` and wait until it listens on 127.0.0.1.
+
+    ``requested_port`` 0 picks a free port, and tries again (5 times in all) when another
+    process took it first ("Address already in use" in ``error_log()``).  On failure:
+    RuntimeError with the line ``explain(error_log())`` picks (else the output's tail).
+    Returns the port and the running daemon.
+    """
+    attempts = 1 if requested_port else 5
+    for attempt in range(attempts):
+        port = requested_port or free_port()
+        daemon = launch(port)
+        try:
+            daemon.wait_port(port, timeout_s)
+            return port, daemon
+        except RuntimeError as e:
+            log = error_log()
+            tail = daemon.tail()
+            daemon.stop()
+            if "Address already in use" in log and attempt + 1 < attempts:
+                continue
+            raise RuntimeError(f"{e}: {explain(log) or tail}") from None
+    raise AssertionError("unreachable")
 
 
 def _group_alive(pgid: int) -> bool:

@@ -15,6 +15,7 @@ is stopped on exit, also on exceptions.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -47,7 +48,13 @@ def largest_object(store: Path) -> int:
 
 
 class ServerStack:
-    """A running stratum (+ proxy, + WAN emulator); use :func:`serve` to make one."""
+    """A running stratum (+ proxy, + WAN emulator); ``serve(...)`` is this class's public name.
+
+    Use as a context manager (it starts on enter).  ``bandwidth`` in bytes per second
+    (0: unlimited), ``rtt_ms`` in milliseconds (0: none); ``log``/``proxy_log``: event files
+    written when the stack stops; ``netem``: put the WAN emulator in front even without
+    limits (to measure its own cost).
+    """
 
     def __init__(
         self,
@@ -75,6 +82,9 @@ class ServerStack:
             raise UsageError("fault injection needs the builtin server")
         if rtt_ms < 0 or bandwidth < 0:
             raise UsageError("--rtt-ms and --bandwidth must not be negative")
+        if not (math.isfinite(rtt_ms) and math.isfinite(bandwidth)):
+            # NaN compares false to everything: it would silently mean "no WAN emulation"
+            raise UsageError(f"--rtt-ms and --bandwidth must be finite, got {rtt_ms}, {bandwidth}")
         self.server_kind = server
         self.proxy_kind = proxy
         self._port = port
@@ -244,25 +254,5 @@ def _wait(get: Callable[[], EventLog], min_count: int, timeout_s: float) -> Even
         time.sleep(0.01)
 
 
-def serve(
-    store: str | os.PathLike[str],
-    port: int = 0,
-    server: str = "builtin",
-    proxy: str | None = None,
-    log: str | os.PathLike[str] | None = None,
-    faults: Iterable[FaultRule] = (),
-    rtt_ms: float = 0.0,
-    bandwidth: int = 0,
-    proxy_port: int = 0,
-    proxy_log: str | os.PathLike[str] | None = None,
-    netem: bool = False,
-) -> ServerStack:
-    """A :class:`ServerStack` for ``store`` (use as a context manager; starts on enter).
-
-    ``bandwidth`` in bytes per second (0: unlimited), ``rtt_ms`` in milliseconds (0: none);
-    ``log``/``proxy_log``: event files written when the stack stops; ``netem``: put the WAN
-    emulator in front even without limits (to measure its own cost).
-    """
-    return ServerStack(
-        store, port, server, proxy, log, faults, rtt_ms, bandwidth, proxy_port, proxy_log, netem
-    )
+# One constructor serves both names: ``serve(...)`` is the public spelling.
+serve = ServerStack

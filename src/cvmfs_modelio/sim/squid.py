@@ -8,12 +8,11 @@ import pwd
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from cvmfs_modelio.events import EventLog
 from cvmfs_modelio.sim.builtin_http import request_path
-from cvmfs_modelio.sim.procs import Daemon, free_port
+from cvmfs_modelio.sim.procs import Daemon, ServerProcess, start_listening
 from cvmfs_modelio.sim.reqlog import RequestLog, wall_to_monotonic_ns
 
 # %tS: transaction start (s, ms resolution); %tr: response time in ms; %<st / %<sh: reply
@@ -73,7 +72,7 @@ def access_log_tags(text: str) -> list[tuple[str, str]]:
     return out
 
 
-class SquidProxy:
+class SquidProxy(ServerProcess):
     """squid on 127.0.0.1 (port 0: a free one, retried on a race) with its own temp dir.
 
     ``max_object`` (bytes) must exceed the largest object it should cache.
@@ -82,17 +81,10 @@ class SquidProxy:
     def __init__(
         self, max_object: int, port: int = 0, cache_mb: int = 2048, mem_mb: int = 256
     ) -> None:
+        super().__init__("cmio-squid-", port)
         self.max_object = max_object
-        self.requested_port = port
         self.cache_mb = cache_mb
         self.mem_mb = mem_mb
-        self.port = 0
-        self.tmp = Path(tempfile.mkdtemp(prefix="cmio-squid-"))
-        self.daemon: Daemon | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def _chown(self) -> None:
         # As root, squid drops to cache_effective_user (proxy): it must own its files.
@@ -109,16 +101,15 @@ class SquidProxy:
         exe = shutil.which("squid")
         if exe is None:
             raise RuntimeError("squid is not installed (apt-get install squid)")
-        attempts = 1 if self.requested_port else 5
-        for attempt in range(attempts):
-            self.port = self.requested_port or free_port()
+
+        def launch(port: int) -> Daemon:
             conf = self.tmp / "squid.conf"
             conf.write_text(
-                squid_config(self.port, self.tmp, self.max_object, self.cache_mb, self.mem_mb)
+                squid_config(port, self.tmp, self.max_object, self.cache_mb, self.mem_mb)
             )
             self._chown()
             # -n: a service name of our own, so shared-memory names never clash
-            base = [exe, "-N", "-f", str(conf), "-n", f"cmio{os.getpid()}x{self.port}"]
+            base = [exe, "-N", "-f", str(conf), "-n", f"cmio{os.getpid()}x{port}"]
             if not (self.tmp / "cache" / "00").exists():
                 r = subprocess.run(
                     [*base, "-z"], capture_output=True, text=True, timeout=60, check=False
@@ -127,18 +118,16 @@ class SquidProxy:
                     raise RuntimeError(f"squid -z failed: {(r.stderr or r.stdout).strip()}")
             self.daemon = Daemon("squid", base, self.tmp / "stderr.log")
             self.daemon.start()
-            try:
-                self.daemon.wait_port(self.port, timeout_s=30)
-                return self
-            except RuntimeError as e:
-                log = self._cache_log()
-                tail = self.daemon.tail()
-                self.daemon.stop()
-                if "Address already in use" in log and attempt + 1 < attempts:
-                    continue
-                last = [ln for ln in log.splitlines() if "FATAL" in ln or "ERROR" in ln][-1:]
-                raise RuntimeError(f"{e}: {(last or [tail])[0]}") from None
-        raise AssertionError("unreachable")
+            return self.daemon
+
+        def last_error(log: str) -> str:
+            errors = [ln for ln in log.splitlines() if "FATAL" in ln or "ERROR" in ln]
+            return (errors[-1:] or [""])[0]
+
+        self.port, self.daemon = start_listening(
+            self.requested_port, launch, self._cache_log, last_error, timeout_s=30
+        )
+        return self
 
     def _cache_log(self) -> str:
         with contextlib.suppress(OSError):
@@ -156,11 +145,3 @@ class SquidProxy:
         log = RequestLog({"server": "squid", "port": self.port})
         parse_access_log(self.access_log(), log)
         return log.snapshot()
-
-    def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop()
-            self.daemon = None
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
