@@ -1,0 +1,116 @@
+// Downloads, verifies and caches objects of the store, like the real client's
+// fetcher + download manager: content-addressed objects fetched over HTTP (libcurl),
+// checked against their SHA-1 before use, decompressed into a local cache shared by
+// all mounts (`<cache>/XX/<rest of hex><suffix>`, written atomically), one download
+// per object however many readers wait for it, at most N connections at a time.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catalog.h"
+#include "eventlog.h"
+
+namespace simfs {
+
+// The real client's counter names (cvmfs_talk internal affairs) where one exists.
+struct Counters {
+  std::atomic<std::int64_t> n_fs_open{0};          // cvmfs.n_fs_open
+  std::atomic<std::int64_t> n_fs_read{0};          // cvmfs.n_fs_read
+  std::atomic<std::int64_t> n_fs_lookup{0};        // cvmfs.n_fs_lookup
+  std::atomic<std::int64_t> n_io_error{0};         // cvmfs.n_io_error
+  std::atomic<std::int64_t> n_downloads{0};        // fetch.n_downloads
+  std::atomic<std::int64_t> n_invocations{0};      // fetch.n_invocations
+  std::atomic<std::int64_t> n_requests{0};         // download.n_requests
+  std::atomic<std::int64_t> n_retries{0};          // download.n_retries
+  std::atomic<std::int64_t> sz_transferred{0};     // download.sz_transferred_bytes
+  std::atomic<std::int64_t> transfer_time_ms{0};   // download.sz_transfer_time (ms)
+  std::atomic<std::int64_t> n_prefetch{0};         // cmio.n_prefetch (ours)
+  std::atomic<std::int64_t> n_cleanups{0};         // cmio.n_cleanups (ours)
+
+  // `name|value|description` lines, the format of `cvmfs_talk internal affairs`.
+  std::string render() const;
+};
+
+struct FetcherConfig {
+  std::string url;          // store base URL, no trailing slash
+  std::string proxy;        // "" = DIRECT
+  std::string cache_dir;
+  long timeout_ms = 10000;  // connect timeout and stall limit per request
+  int retries = 1;
+  int parallel = 16;
+};
+
+struct ObjectRef {
+  Sha1 hash{};
+  char suffix = 0;          // 0 whole file, 'P' chunk, 'C' catalog
+  std::int64_t size = -1;   // decompressed size if known
+  bool compressed = true;
+  std::int64_t file_offset = 0;  // for the log: chunk offset in its file
+
+  std::string name() const;  // "data/XX/<38 hex>[suffix]"
+};
+
+class Fetcher {
+ public:
+  Fetcher(FetcherConfig cfg, Counters* counters, EventLog* log);
+  ~Fetcher();
+  Fetcher(const Fetcher&) = delete;
+  Fetcher& operator=(const Fetcher&) = delete;
+
+  // Makes sure the object is in the cache; 0 and its cache path, or -errno.
+  int fetch(const ObjectRef& obj, std::string* cache_path);
+  // GET of a small text file (the manifest); false with a one-line reason.
+  bool get_text(const std::string& rel, std::string* out, std::string* why);
+  // Queues background fetches (--prefetch); never blocks on the network.
+  void prefetch(const std::vector<ObjectRef>& objs);
+  bool cached(const ObjectRef& obj) const;
+  std::string cache_path(const ObjectRef& obj) const;
+  // Removes every cached object except `keep` (the pinned catalog); returns objects removed.
+  std::int64_t cleanup(const std::string& keep);
+  const FetcherConfig& config() const { return cfg_; }
+
+ private:
+  struct InFlight {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    int result = 0;
+  };
+  struct CurlDeleter {
+    void operator()(void* h) const;
+  };
+  using CurlHandle = std::unique_ptr<void, CurlDeleter>;
+
+  int download(const ObjectRef& obj, const std::string& dest);
+  int attempt(const ObjectRef& obj, const std::string& dest, void* curl);
+  CurlHandle take_handle();
+  void give_handle(CurlHandle h);
+  void prefetch_worker();
+
+  FetcherConfig cfg_;
+  Counters* counters_;
+  EventLog* log_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<InFlight>> inflight_;
+  std::mutex pool_mu_;
+  std::condition_variable pool_cv_;
+  std::vector<CurlHandle> pool_;
+  int handles_out_ = 0;
+  std::atomic<std::uint64_t> tmp_seq_{0};
+  std::mutex pf_mu_;
+  std::condition_variable pf_cv_;
+  std::deque<ObjectRef> pf_queue_;
+  bool pf_stop_ = false;
+  std::vector<std::thread> pf_threads_;
+};
+
+}  // namespace simfs

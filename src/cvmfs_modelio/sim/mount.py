@@ -1,0 +1,523 @@
+"""Process control of the emulated CVMFS client ``cmio-simfs`` (a FUSE mount).
+
+:class:`SimMount` starts the client on a mount point and always unmounts it again;
+:func:`umount` and :func:`clear_stale` deal with a mount whose client died (SIGKILL
+leaves "Transport endpoint is not connected" behind); :func:`wipe_cache` empties a
+client cache directory.  With a round-trip time or a bandwidth limit the user-space
+network emulator (``cvmfs_modelio.sim.netem``) sits between the client and the store.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
+
+import cvmfs_modelio
+from cvmfs_modelio.errors import UsageError
+
+FSTYPE = "fuse.cmio-simfs"
+CACHE_MARKER = ".cmio-simfs-cache"
+COUNTERS_XATTR = "user.cmio_counters"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+
+
+def simfs_binary() -> Path:
+    """The installed ``cmio-simfs`` executable (inside the package directory)."""
+    exe = Path(cvmfs_modelio.__file__).resolve().parent / "bin" / "cmio-simfs"
+    if not os.access(exe, os.X_OK):
+        raise UsageError(f"{exe}: the FUSE client is not installed (rebuild the package)")
+    return exe
+
+
+def default_cache_dir() -> Path:
+    """Client cache shared by all mounts of this user: ``$XDG_CACHE_HOME/cvmfs-modelio/simfs``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "cvmfs-modelio" / "simfs"
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    """How the client runs.  Times in seconds (``rtt_ms`` in ms), bandwidth in bytes/s."""
+
+    cache: Path | None = None
+    rtt_ms: float = 0.0
+    bandwidth: int = 0
+    parallel: int = 16
+    prefetch: int = 0
+    timeout_s: float = 10.0
+    retries: int = 1
+    log: Path | None = None
+    proxy: str | None = None
+
+    def validate(self) -> None:
+        if self.rtt_ms < 0:
+            raise UsageError(f"--rtt-ms: {self.rtt_ms} is negative")
+        if self.bandwidth < 0:
+            raise UsageError(f"--bandwidth: {self.bandwidth} is negative")
+        if not 1 <= self.parallel <= 1024:
+            raise UsageError(f"--parallel: {self.parallel} is not in [1, 1024]")
+        if not 0 <= self.prefetch <= 1024:
+            raise UsageError(f"--prefetch: {self.prefetch} is not in [0, 1024]")
+        if not 0 < self.timeout_s <= 3600:
+            raise UsageError(f"--timeout: {self.timeout_s} s is not in (0, 3600]")
+        if not 0 <= self.retries <= 100:
+            raise UsageError(f"--retries: {self.retries} is not in [0, 100]")
+
+    @property
+    def netem(self) -> bool:
+        return self.rtt_ms > 0 or self.bandwidth > 0
+
+
+# ------------------------------------------------------------------ mount table
+
+
+def _unescape(field: str) -> str:
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo.
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit() and i + 4 <= len(field):
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mounts() -> list[tuple[str, str, str]]:
+    """(mount point, file system type, source) of every mount, in mount order."""
+    rows = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        lf, rf = left.split(), right.split()
+        if len(lf) >= 5 and len(rf) >= 2:
+            rows.append((_unescape(lf[4]), rf[0], _unescape(rf[1])))
+    return rows
+
+
+def mount_type(mountpoint: str | os.PathLike[str]) -> str | None:
+    """File system type mounted exactly at ``mountpoint`` (the top one), or None."""
+    target = os.path.abspath(os.fspath(mountpoint))
+    found = None
+    for mp, fstype, _src in mounts():
+        if mp == target:
+            found = fstype
+    return found
+
+
+def is_stale(mountpoint: str | os.PathLike[str]) -> bool:
+    """True if a FUSE mount is left at ``mountpoint`` without its client (ENOTCONN)."""
+    # stat() may be answered from the kernel's attribute cache; opendir always reaches
+    # the client, so a dead one shows up as ENOTCONN.
+    try:
+        os.stat(mountpoint)
+        with os.scandir(mountpoint):
+            pass
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
+
+
+def _lazy_unmount(mountpoint: str) -> None:
+    for argv in (["fusermount3", "-u", "-z", mountpoint], ["umount", "-l", mountpoint]):
+        if shutil.which(argv[0]) is None:
+            continue
+        r = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if r.returncode == 0:
+            return
+    if mount_type(mountpoint) is not None:
+        raise UsageError(f"{mountpoint}: cannot unmount the stale mount")
+
+
+def clear_stale(mountpoint: str | os.PathLike[str]) -> bool:
+    """Unmount a dead client's mount at ``mountpoint``; True if there was one."""
+    mp = os.path.abspath(os.fspath(mountpoint))
+    if mount_type(mp) is None or not is_stale(mp):
+        return False
+    _lazy_unmount(mp)
+    return True
+
+
+def _client_pid(mountpoint: str) -> int | None:
+    try:
+        return int(os.getxattr(mountpoint, "user.pid"))
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_unmounted(mountpoint: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if mount_type(mountpoint) != FSTYPE:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def umount(mountpoint: str | os.PathLike[str]) -> None:
+    """Unmount an emulated-CVMFS mount: ask its client to stop, else detach it (stale)."""
+    mp = os.path.abspath(os.fspath(mountpoint))
+    fstype = mount_type(mp)
+    if fstype is None:
+        raise UsageError(f"{mp}: not mounted")
+    if fstype != FSTYPE:
+        raise UsageError(f"{mp}: not an emulated CVMFS mount (file system {fstype})")
+    if is_stale(mp):
+        _lazy_unmount(mp)
+        return
+    pid = _client_pid(mp)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid = None
+    if pid is not None and _wait_unmounted(mp, STOP_TIMEOUT_S):
+        return
+    _lazy_unmount(mp)
+
+
+# ------------------------------------------------------------------ cache
+
+
+def wipe_cache(cache: str | os.PathLike[str]) -> int:
+    """Remove every cached object under ``cache`` (a cmio-simfs cache); returns files removed."""
+    root = Path(cache)
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such cache directory")
+    if not (root / CACHE_MARKER).exists():
+        raise UsageError(f"{root}: not a cmio-simfs cache (no {CACHE_MARKER}); refusing to wipe")
+    removed = 0
+    for sub in root.iterdir():
+        name = sub.name
+        if sub.is_dir() and (name == "txn" or (len(name) == 2 and _is_hex(name))):
+            for f in sub.iterdir():
+                try:
+                    f.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def _is_hex(s: str) -> bool:
+    return all(c in "0123456789abcdef" for c in s)
+
+
+# ------------------------------------------------------------------ counters
+
+
+def parse_counters(text: str) -> dict[str, int]:
+    """``name|value|description`` lines (``cvmfs_talk internal affairs``) -> {name: value}."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 2:
+            try:
+                out[parts[0].strip()] = int(parts[1])
+            except ValueError:
+                continue
+    return out
+
+
+def read_counters(mountpoint: str | os.PathLike[str]) -> dict[str, int]:
+    """The client's counters (real-client names: ``cvmfs.n_fs_open``, ``fetch.n_downloads``...)."""
+    try:
+        raw = os.getxattr(os.fspath(mountpoint), COUNTERS_XATTR)
+    except OSError as e:
+        raise UsageError(f"{mountpoint}: cannot read counters: {e.strerror}") from None
+    return parse_counters(raw.decode())
+
+
+# ------------------------------------------------------------------ the mount
+
+
+def _with_port(url: str, host: str, port: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, f"{host}:{port}", parts.path, parts.query, parts.fragment))
+
+
+class NetemChild:
+    """``NetemProxy`` in a child process of its own.
+
+    Out of process on purpose: a reader of the mount that holds the GIL while the kernel
+    waits for the FUSE client (an mmap page fault, a C extension reading a file) would
+    stall an in-process proxy, which needs the GIL to forward the bytes.
+    """
+
+    def __init__(self, host: str, port: int, rtt_ms: float, bandwidth: int) -> None:
+        argv = [sys.executable, "-m", "cvmfs_modelio.sim.mount", "--netem", host, str(port)]
+        argv += [repr(float(rtt_ms)), str(int(bandwidth))]
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.isdigit():
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            self.stop()
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            raise UsageError(f"network emulator failed: {lines[-1] if lines else 'no port'}")
+        self.port = int(line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+
+def _start_netem(url: str, opts: MountOptions) -> tuple[NetemChild, str]:
+    """Start the user-space network emulator in front of ``url``; (emulator, new URL)."""
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        raise UsageError(f"{url}: no host in URL")
+    child = NetemChild(parts.hostname, parts.port or 80, opts.rtt_ms, opts.bandwidth)
+    return child, _with_port(url, "127.0.0.1", child.port)
+
+
+def _netem_main(argv: list[str]) -> int:
+    """Child side of NetemChild: print the listening port, forward until stdin closes."""
+    from cvmfs_modelio.sim.netem import NetemProxy
+
+    host, port, rtt, bw = argv
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with NetemProxy(host, int(port), float(rtt), float(bw)) as proxy:
+        sys.stdout.write(f"{proxy.port}\n")
+        sys.stdout.flush()
+        sys.stdin.read()
+    return 0
+
+
+class SimMount:
+    """A running ``cmio-simfs`` mount; a context manager that always unmounts.
+
+    >>> with SimMount("http://127.0.0.1:8080", "/tmp/mnt") as m:   # doctest: +SKIP
+    ...     data = (m.path / "model.onnx").read_bytes()
+    """
+
+    def __init__(
+        self,
+        url: str,
+        mountpoint: str | os.PathLike[str],
+        options: MountOptions | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.path = Path(os.path.abspath(os.fspath(mountpoint)))
+        self.options = options or MountOptions()
+        self.options.validate()
+        self.cache = Path(self.options.cache or default_cache_dir())
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._netem: NetemChild | None = None
+
+    # -- lifecycle
+    def __enter__(self) -> SimMount:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def argv(self, url: str) -> list[str]:
+        """The client's command line."""
+        o = self.options
+        argv = [str(simfs_binary()), url, str(self.path), "--cache", str(self.cache)]
+        argv += ["--parallel", str(o.parallel), "--prefetch", str(o.prefetch)]
+        argv += ["--timeout", repr(float(o.timeout_s)), "--retries", str(o.retries)]
+        if o.proxy:
+            argv += ["--proxy", o.proxy]
+        if o.log is not None:
+            argv += ["--log", str(Path(o.log).resolve())]
+        return argv
+
+    def start(self, detach: bool = False) -> None:
+        """Mount; returns when the mount serves requests.  UsageError (one line) on failure."""
+        _check_url(self.url)
+        prepare_mountpoint(self.path)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        url = self.url
+        if self.options.netem:
+            self._netem, url = _start_netem(self.url, self.options)
+        try:
+            self.proc = _spawn_ready(self.argv(url), detach=detach, where=str(self.path))
+        except BaseException:
+            self._stop_netem()
+            raise
+
+    def stop(self) -> None:
+        """Unmount (SIGTERM to the client; lazy unmount if it does not go) and reap it."""
+        proc, self.proc = self.proc, None
+        try:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc is not None and mount_type(self.path) == FSTYPE:
+                _lazy_unmount(str(self.path))
+        finally:
+            self._stop_netem()
+
+    def _stop_netem(self) -> None:
+        nt, self._netem = self._netem, None
+        if nt is not None:
+            nt.stop()
+
+    # -- introspection and control
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise UsageError(f"{self.path}: not mounted")
+        return self.proc.pid
+
+    def counters(self) -> dict[str, int]:
+        """Counters under the real client's names (see ``read_counters``)."""
+        return read_counters(self.path)
+
+    def cleanup(self, timeout_s: float = 30.0) -> None:
+        """Empty the client cache and drop the kernel page cache of every file."""
+        cleanup_mount(self.path, timeout_s)
+
+
+def cleanup_mount(mountpoint: str | os.PathLike[str], timeout_s: float = 30.0) -> None:
+    """Ask a running client (found by its ``user.pid``) to empty its cache (SIGUSR1)."""
+    mp = os.fspath(mountpoint)
+    pid = _client_pid(mp)
+    if pid is None:
+        raise UsageError(f"{mp}: not an emulated CVMFS mount")
+    before = read_counters(mp).get("cmio.n_cleanups", 0)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout_s
+    while read_counters(mp).get("cmio.n_cleanups", 0) <= before:
+        if time.monotonic() > deadline:
+            raise UsageError(f"{mp}: the client did not confirm the cache cleanup")
+        time.sleep(0.005)
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise UsageError(f"{url}: not an http:// URL")
+
+
+def prepare_mountpoint(path: Path) -> None:
+    """Check ``path`` can take a mount; clear a dead client's stale mount there first."""
+    clear_stale(path)
+    fstype = mount_type(path)
+    if fstype == FSTYPE:
+        raise UsageError(f"{path}: already mounted (client pid {_client_pid(str(path))})")
+    if not path.is_dir():
+        raise UsageError(f"{path}: mount point is not a directory")
+
+
+def _spawn_ready(
+    argv: list[str], *, detach: bool, where: str, extra_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with a ready pipe appended; wait until it says ``ready``."""
+    # stderr goes to an unlinked file: the client may write to it for its whole life.
+    with tempfile.TemporaryFile() as err:
+        rfd, wfd = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [*argv, "--ready-fd", str(wfd)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                pass_fds=(wfd, *extra_fds),
+                start_new_session=detach,
+            )
+        except OSError as e:
+            os.close(rfd)
+            raise UsageError(f"{argv[0]}: cannot start: {e.strerror}") from None
+        finally:
+            os.close(wfd)
+        try:
+            ok = _read_ready(rfd, proc, READY_TIMEOUT_S)
+        finally:
+            os.close(rfd)
+        if ok:
+            return proc
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        err.seek(0)
+        lines = [ln for ln in err.read().decode(errors="replace").splitlines() if ln.strip()]
+    msg = lines[-1] if lines else f"client exited with status {proc.returncode}"
+    raise UsageError(f"{where}: mount failed: {msg}")
+
+
+def _read_ready(fd: int, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            chunk = os.read(fd, 64)
+            if not chunk:
+                return b"ready" in buf
+            buf += chunk
+            if b"ready" in buf:
+                return True
+        elif proc.poll() is not None:
+            return False
+    return False
+
+
+def serve_foreground(mount: SimMount, ready_fd: int | None, on_ready: Callable[[], None]) -> int:
+    """Run the mount until the client exits (SIGINT/SIGTERM are passed on); its status."""
+    stop = {"sig": 0}
+
+    def forward(signum: int, _frame: object) -> None:
+        stop["sig"] = signum
+        if mount.proc is not None and mount.proc.poll() is None:
+            mount.proc.send_signal(signal.SIGTERM)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        mount.start()
+        on_ready()
+        if ready_fd is not None:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+        assert mount.proc is not None
+        rc = mount.proc.wait()
+        return 0 if stop["sig"] else rc
+    finally:
+        mount.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def spawn_detached_wrapper(argv_tail: list[str], where: str) -> None:
+    """Re-run ``sim mount`` in the foreground in a new session (keeps netem alive)."""
+    argv = [sys.executable, "-m", "cvmfs_modelio.cli", "sim", "mount", *argv_tail, "--foreground"]
+    _spawn_ready(argv, detach=True, where=where)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--netem"]:
+    sys.exit(_netem_main(sys.argv[2:]))
