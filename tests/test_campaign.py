@@ -20,6 +20,7 @@ from cvmfs_modelio.experiments import (
     model_from_path,
     parse_configs,
     run_campaign,
+    unique_names,
 )
 from cvmfs_modelio.layouts import ChunkSpec, Layout, compute_layout, whole_layout
 from cvmfs_modelio.models.synthetic import make_model
@@ -90,7 +91,8 @@ def test_cold_load_fetches_exactly_the_chunks_ort_read(tmp_path: Path) -> None:
 
 
 def test_experiment_on_a_real_cms_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = CMS_MODELS / "DeepDoubleX" / "102X" / "V02" / "BvL.onnx"
+    # ParticleNet needs more than a few particles (TopK k=16): symbolic dims are filled.
+    model = CMS_MODELS / "HLT" / "ParticleNetAK4" / "V01" / "particle-net.onnx"
     out = tmp_path / "exp.json"
     argv = ["experiment", "--models", str(model), "--configs", "whole", "--reps", "1"]
     rc = main([*argv, "--rtt-ms", "1", "--json", str(out)])
@@ -100,7 +102,7 @@ def test_experiment_on_a_real_cms_model(tmp_path: Path, capsys: pytest.CaptureFi
     doc = json.loads(out.read_text())
     (row,) = doc["rows"]
     (want,) = stored_objects(model, whole_layout(model.stat().st_size))
-    assert (row["model"], row["config"]) == ("BvL", "unchunked")
+    assert (row["model"], row["config"]) == ("particle-net", "unchunked")
     assert row["model_bytes"] == model.stat().st_size
     assert (row["objects_fetched"], row["bytes_fetched"]) == (1, want[1])
     assert (row["warm_objects_fetched"], row["warm_bytes_fetched"]) == (0, 0)
@@ -192,3 +194,11 @@ def test_model_errors(tmp_path: Path) -> None:
     m.data.unlink()
     with pytest.raises(UsageError, match=r"e\.onnx: external data file e\.onnx\.data not found$"):
         model_from_path(m.onnx)
+
+
+def test_unique_names_for_models_of_the_same_name() -> None:
+    ak4 = CMS_MODELS / "HLT" / "ParticleNetAK4"
+    paths = [ak4 / "V00" / "particle-net.onnx", ak4 / "V01" / "particle-net.onnx"]
+    paths.append(CMS_MODELS / "DeepDoubleX" / "102X" / "V02" / "BvL.onnx")
+    got = unique_names([model_from_path(p) for p in paths])
+    assert [m.name for m in got] == ["V00-particle-net", "V01-particle-net", "BvL"]

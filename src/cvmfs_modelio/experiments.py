@@ -152,6 +152,22 @@ def model_from_path(path: str | os.PathLike[str]) -> ModelFiles:
     return ModelFiles(p.stem, p.resolve(), files)
 
 
+def unique_names(models: Sequence[ModelFiles]) -> list[ModelFiles]:
+    """Models renamed ``dir-stem`` (more parent directories as needed) where stems collide."""
+    out = list(models)
+    depth = 0
+    while len({m.name for m in out}) != len(out) and depth < 8:
+        depth += 1
+        clash = {m.name for m in out if sum(o.name == m.name for o in out) > 1}
+        out = [
+            ModelFiles("-".join([*m.onnx.parent.parts[-depth:], m.onnx.stem]), m.onnx, m.files)
+            if m.name in clash
+            else m
+            for m in out
+        ]
+    return out
+
+
 def synthetic_models(workdir: Path, weight_bytes: int) -> list[ModelFiles]:
     """The demo's models: ``embedded.onnx`` and ``external.onnx`` + ``external.onnx.data``."""
     from cvmfs_modelio.models.synthetic import make_model
@@ -379,11 +395,13 @@ def _measure_model(
             progress(f"{model.name} [{config.label}] {cache_state} {rep + 1}/{params.reps}")
             if cache_state == "cold":
                 mnt.clear_caches(files)
+                before = mnt.counters()
             else:
+                # Counted from before the eviction: its open() would fetch a missing object.
+                before = mnt.counters()
                 mnt.drop_page_cache(files)
             traced = params.trace and cache_state == "cold" and rep == 0
             tdir = Path(tempfile.mkdtemp(prefix="trace-", dir=work)) if traced else None
-            before = mnt.counters()
             doc = _child(onnx_path, tdir, mnt.root)
             after = mnt.counters()
             objects = after["fetch.n_downloads"] - before["fetch.n_downloads"]

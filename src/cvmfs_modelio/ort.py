@@ -31,8 +31,17 @@ _DTYPES = {
 }
 
 
+# A symbolic dimension after the first (particles, vertices...) gets this many entries:
+# graph ops such as ParticleNet's TopK(k=16) need more than a handful.
+SYMBOLIC_DIM = 64
+
+
 def zero_inputs(session: Any) -> dict[str, Any]:
-    """Zero-filled inputs for every graph input; symbolic or unknown dimensions become 1."""
+    """Zero-filled inputs for every graph input.
+
+    A symbolic or unknown leading dimension (the batch) becomes 1, any later one
+    :data:`SYMBOLIC_DIM`.
+    """
     import numpy as np
 
     feeds: dict[str, Any] = {}
@@ -40,7 +49,10 @@ def zero_inputs(session: Any) -> dict[str, Any]:
         dtype = _DTYPES.get(inp.type)
         if dtype is None:
             raise ValueError(f"input {inp.name}: unsupported element type {inp.type}")
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in (inp.shape or [])]
+        shape = [
+            d if isinstance(d, int) and d > 0 else (1 if i == 0 else SYMBOLIC_DIM)
+            for i, d in enumerate(inp.shape or [])
+        ]
         feeds[inp.name] = np.zeros(shape, dtype=dtype)
     return feeds
 

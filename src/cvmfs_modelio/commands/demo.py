@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_rows(rows))
         sys.stdout.flush()
         payload["rows"] = [r.to_dict() for r in rows]
-        reason = "skipped (--no-cvmfs)" if args.no_cvmfs else fuse_unavailable_reason()
+        reason = "--no-cvmfs given" if args.no_cvmfs else fuse_unavailable_reason()
         if reason is None:
             crows = run_campaign(demo_models(Path(tmp)), params, say)
             print()

@@ -27,6 +27,7 @@ from cvmfs_modelio.experiments import (
     run_campaign,
     stderr_progress,
     synthetic_models,
+    unique_names,
 )
 from cvmfs_modelio.jsonout import write_json
 
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     params = campaign_params(args)
     params.validate()
     weight_bytes = units.parse_size(args.size, "--size")
-    models = [model_from_path(m) for m in args.models] if args.models else None
+    models = unique_names([model_from_path(m) for m in args.models]) if args.models else None
     reason = fuse_unavailable_reason()
     if reason is not None:
         raise UsageError(f"experiment: cannot mount the emulated CVMFS: {reason}")
