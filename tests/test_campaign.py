@@ -185,6 +185,8 @@ def test_parse_configs_hostile_input(text: str) -> None:
 def test_model_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"no-such\.onnx: no such model file$"):
         model_from_path(tmp_path / "no-such.onnx")
+    with pytest.raises(UsageError, match=r": is a directory \(give the \.onnx files\)$"):
+        model_from_path(tmp_path)
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\xff\x00garbage")
     with pytest.raises(UsageError, match=r"bad\.onnx: not a readable ONNX model"):

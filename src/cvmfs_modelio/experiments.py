@@ -146,6 +146,8 @@ def external_data_files(onnx_path: Path) -> list[Path]:
 def model_from_path(path: str | os.PathLike[str]) -> ModelFiles:
     """A real model file (``.onnx``) and its external data files."""
     p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{p}: is a directory (give the .onnx files)")
     if not p.is_file():
         raise UsageError(f"{p}: no such model file")
     files = (p.resolve(), *external_data_files(p))
