@@ -62,17 +62,20 @@ def test_demo_workloads_are_customisable(tmp_path: Path) -> None:
     assert len(rows) == 6 and {r.summary.pattern for r in rows} == {"reverse"}
 
 
-def test_demo_command_runs_and_prints_one_table(tmp_path: Path) -> None:
+def test_demo_command_runs_and_prints_the_probe_table(tmp_path: Path) -> None:
+    # The emulated-CVMFS table of the demo is tested in test_campaign.py.
     out = tmp_path / "demo.json"
     r = subprocess.run(
-        [sys.executable, "-m", "cvmfs_modelio.cli", "demo", "--json", str(out)],
+        [sys.executable, "-m", "cvmfs_modelio.cli", "demo", "--no-cvmfs", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split()[:4] == ["file", "size", "workload", "cache"]
-    assert len(lines) == 2 + 18
+    assert lines[0] == "Local disk: probe patterns, page cache cold and warm"
+    assert lines[1].split()[:4] == ["file", "size", "workload", "cache"]
+    assert lines[-2:] == ["", "Emulated CVMFS: not run: --no-cvmfs given"]
+    assert len(lines) == 1 + 2 + 18 + 2
     assert sum("48.0 MiB" in line for line in lines) == 12  # embedded.onnx and the .data file
     assert out.exists()
