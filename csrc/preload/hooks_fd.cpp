@@ -21,22 +21,6 @@ static_assert(sizeof(off_t) == 8, "the tracer needs a 64-bit off_t (LP64)");
 
 namespace {
 
-inline Event make(Op op, std::int32_t fid, int fd, std::int64_t t0, std::int64_t t1,
-                  std::int64_t off, std::int64_t len, std::int64_t res, int err) noexcept {
-  Event e = cmio::blank_event(Source::kPreload, op);
-  e.t_start_ns = t0;
-  e.duration_ns = t1 - t0;
-  e.offset = off;
-  e.length = len;
-  e.result = res;
-  e.pid = pl::cur_pid();
-  e.tid = pl::cur_tid();
-  e.file_id = fid;
-  e.fd = fd;
-  e.err = err;
-  if (pl::kUseTsc) e.minflt = pl::kRawTicks;
-  return e;
-}
 
 inline int err_of(long r) noexcept { return r < 0 ? errno : 0; }
 
@@ -112,7 +96,7 @@ int do_open(int dirfd, const char* path, int flags, Call call) noexcept {
   } else if (!pl::failed_path_matches(path)) {
     return fd;
   }
-  Event e = make(Op::kOpen, fid, fd, t0, t1, -1, 0, fd, err);
+  Event e = pl::call_event(Op::kOpen, fid, fd, t0, t1, -1, 0, fd, err);
   e.aux = flags;
   (void)dirfd;
   pl::record(e);
@@ -183,7 +167,7 @@ int close(int fd) {
   std::int64_t t1 = pl::raw_now();
   int err = err_of(r);
   pl::ErrnoGuard g;
-  pl::record(make(Op::kClose, fid, fd, t0, t1, -1, 0, r, err));
+  pl::record(pl::call_event(Op::kClose, fid, fd, t0, t1, -1, 0, r, err));
   return r;
 }
 
@@ -204,7 +188,7 @@ ssize_t at_pos(Op op, int fd, std::int64_t len, Call call) noexcept {
   int err = err_of(r);
   pl::ErrnoGuard g;
   std::int64_t off = pl::fd_pos_add(fd, r > 0 ? r : 0);
-  pl::record(make(op, fid, fd, t0, t1, off, len, r, err));
+  pl::record(pl::call_event(op, fid, fd, t0, t1, off, len, r, err));
   return r;
 }
 
@@ -217,7 +201,7 @@ ssize_t at_off(Op op, int fd, std::int64_t off, std::int64_t len, Call call) noe
   std::int64_t t1 = pl::raw_now();
   int err = err_of(r);
   pl::ErrnoGuard g;
-  pl::record(make(op, fid, fd, t0, t1, off, len, r, err));
+  pl::record(pl::call_event(op, fid, fd, t0, t1, off, len, r, err));
   return r;
 }
 
@@ -294,7 +278,7 @@ off_t do_lseek(int fd, off_t off, int whence, Call call) noexcept {
   int err = err_of(r);
   pl::ErrnoGuard g;
   if (r >= 0) pl::fd_pos_set(fd, r);
-  Event e = make(Op::kLseek, fid, fd, t0, t1, off, 0, r, err);
+  Event e = pl::call_event(Op::kLseek, fid, fd, t0, t1, off, 0, r, err);
   e.aux = whence;
   pl::record(e);
   return r;
@@ -309,7 +293,7 @@ int do_stat(int fd, Call call) noexcept {
   std::int64_t t1 = pl::raw_now();
   int err = err_of(r);
   pl::ErrnoGuard g;
-  pl::record(make(Op::kStat, fid, fd, t0, t1, -1, 0, r, err));
+  pl::record(pl::call_event(Op::kStat, fid, fd, t0, t1, -1, 0, r, err));
   return r;
 }
 
@@ -334,7 +318,7 @@ int do_dup(int oldfd, long cmd, Call call) noexcept {
   int err = err_of(r);
   pl::ErrnoGuard g;
   if (r >= 0) pl::dup_fd(oldfd, r);
-  Event e = make(Op::kDup, fid, oldfd, t0, t1, -1, 0, r, err);
+  Event e = pl::call_event(Op::kDup, fid, oldfd, t0, t1, -1, 0, r, err);
   e.aux = cmd;
   pl::record(e);
   return r;
@@ -348,7 +332,7 @@ int do_fadvise(int fd, off_t off, off_t len, int advice, Call call) noexcept {
   int r = call();  // returns the error number, does not set errno
   std::int64_t t1 = pl::raw_now();
   pl::ErrnoGuard g;
-  Event e = make(Op::kFadvise, fid, fd, t0, t1, off, len, r, r);
+  Event e = pl::call_event(Op::kFadvise, fid, fd, t0, t1, off, len, r, r);
   e.aux = advice;
   pl::record(e);
   return r;

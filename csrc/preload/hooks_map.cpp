@@ -23,22 +23,6 @@ CMIO_REAL(void*, mmap64, void*, size_t, int, int, int, off_t)
 CMIO_REAL(int, munmap, void*, size_t)
 CMIO_REAL(int, madvise, void*, size_t, int)
 
-Event make(Op op, std::int32_t fid, int fd, std::int64_t t0, std::int64_t t1, std::int64_t off,
-           std::int64_t len, std::int64_t res, int err) noexcept {
-  Event e = cmio::blank_event(Source::kPreload, op);
-  e.t_start_ns = t0;
-  e.duration_ns = t1 - t0;
-  e.offset = off;
-  e.length = len;
-  e.result = res;
-  e.pid = pl::cur_pid();
-  e.tid = pl::cur_tid();
-  e.file_id = fid;
-  e.fd = fd;
-  e.err = err;
-  if (pl::kUseTsc) e.minflt = pl::kRawTicks;
-  return e;
-}
 
 template <class Call>
 void* do_mmap(size_t len, int prot, int flags, int fd, off_t off, Call call) noexcept {
@@ -49,7 +33,7 @@ void* do_mmap(size_t len, int prot, int flags, int fd, off_t off, Call call) noe
   std::int64_t t1 = pl::raw_now();
   int err = r == MAP_FAILED ? errno : 0;
   pl::ErrnoGuard g;
-  Event e = make(Op::kMmap, fid, fd, t0, t1, off, static_cast<std::int64_t>(len),
+  Event e = pl::call_event(Op::kMmap, fid, fd, t0, t1, off, static_cast<std::int64_t>(len),
                  r == MAP_FAILED ? -1 : static_cast<std::int64_t>(reinterpret_cast<intptr_t>(r)),
                  err);
   e.aux = static_cast<std::int64_t>(flags) | (static_cast<std::int64_t>(prot) << 32);
@@ -87,7 +71,7 @@ int munmap(void* addr, size_t len) {
   std::int64_t t1 = pl::raw_now();
   int err = r < 0 ? errno : 0;
   pl::ErrnoGuard g;
-  Event e = make(Op::kMunmap, fid, -1, t0, t1, foff, static_cast<std::int64_t>(len), r, err);
+  Event e = pl::call_event(Op::kMunmap, fid, -1, t0, t1, foff, static_cast<std::int64_t>(len), r, err);
   e.aux = static_cast<std::int64_t>(reinterpret_cast<intptr_t>(addr));
   pl::record(e);
   return r;
@@ -107,7 +91,7 @@ int madvise(void* addr, size_t len, int advice) {
   std::int64_t t1 = pl::raw_now();
   int err = r < 0 ? errno : 0;
   pl::ErrnoGuard g;
-  Event e = make(Op::kMadvise, fid, -1, t0, t1, foff, static_cast<std::int64_t>(len), r, err);
+  Event e = pl::call_event(Op::kMadvise, fid, -1, t0, t1, foff, static_cast<std::int64_t>(len), r, err);
   e.aux = advice;
   pl::record(e);
   return r;

@@ -20,18 +20,6 @@ CMIO_REAL(size_t, fread, void*, size_t, size_t, FILE*)
 CMIO_REAL(size_t, fread_unlocked, void*, size_t, size_t, FILE*)
 CMIO_REAL(int, fclose, FILE*)
 
-Event make(Op op, std::int32_t fid, int fd, std::int64_t t0, std::int64_t t1) noexcept {
-  Event e = cmio::blank_event(Source::kPreload, op);
-  e.t_start_ns = t0;
-  e.duration_ns = t1 - t0;
-  e.pid = pl::cur_pid();
-  e.tid = pl::cur_tid();
-  e.file_id = fid;
-  e.fd = fd;
-  if (pl::kUseTsc) e.minflt = pl::kRawTicks;
-  return e;
-}
-
 template <class Call>
 FILE* do_fopen(const char* path, Call call) noexcept {
   if (!pl::path_may_match(path) || pl::in_tracer()) return call();
@@ -42,7 +30,7 @@ FILE* do_fopen(const char* path, Call call) noexcept {
   pl::ErrnoGuard g;
   if (f == nullptr) {
     if (!pl::failed_path_matches(path)) return f;
-    Event e = make(Op::kFopen, -1, -1, t0, t1);
+    Event e = pl::call_event(Op::kFopen, -1, -1, t0, t1);
     e.result = -1;
     e.err = err;
     pl::record(e);
@@ -51,7 +39,7 @@ FILE* do_fopen(const char* path, Call call) noexcept {
   int fd = fileno_unlocked(f);
   std::int32_t fid = pl::track_fd(fd);
   if (fid < 0) return f;
-  Event e = make(Op::kFopen, fid, fd, t0, t1);
+  Event e = pl::call_event(Op::kFopen, fid, fd, t0, t1);
   e.result = fd;
   pl::record(e);
   return f;
@@ -72,7 +60,7 @@ size_t do_fread(size_t size, size_t n, FILE* f, Call call) noexcept {
   std::int64_t t1 = pl::raw_now();
   int err = (r < n && ferror_unlocked(f)) ? errno : 0;
   pl::ErrnoGuard g;
-  Event e = make(Op::kFread, fid, fd, t0, t1);
+  Event e = pl::call_event(Op::kFread, fid, fd, t0, t1);
   e.offset = pos;
   e.length = static_cast<std::int64_t>(size * n);
   e.result = static_cast<std::int64_t>(r * size);
@@ -109,7 +97,7 @@ int fclose(FILE* f) {
   std::int64_t t1 = pl::raw_now();
   int err = r != 0 ? errno : 0;
   pl::ErrnoGuard g;
-  Event e = make(Op::kFclose, fid, fd, t0, t1);
+  Event e = pl::call_event(Op::kFclose, fid, fd, t0, t1);
   e.result = r;
   e.err = err;
   pl::record(e);

@@ -60,6 +60,26 @@ bool active() noexcept;
 std::int32_t cur_pid() noexcept;
 std::int32_t cur_tid() noexcept;
 
+// One traced call as an event, stamped in raw_now() units (converted at flush).
+// Defaults are blank_event's: no offset, nothing asked or returned, no error.
+inline Event call_event(Op op, std::int32_t fid, int fd, std::int64_t t0, std::int64_t t1,
+                        std::int64_t off = -1, std::int64_t len = 0, std::int64_t res = 0,
+                        int err = 0) noexcept {
+  Event e = blank_event(Source::kPreload, op);
+  e.t_start_ns = t0;
+  e.duration_ns = t1 - t0;
+  e.offset = off;
+  e.length = len;
+  e.result = res;
+  e.pid = cur_pid();
+  e.tid = cur_tid();
+  e.file_id = fid;
+  e.fd = fd;
+  e.err = err;
+  if (kUseTsc) e.minflt = kRawTicks;
+  return e;
+}
+
 // Appends one event to this thread's buffer (flushes it when full).
 void record(const Event& e) noexcept;
 
