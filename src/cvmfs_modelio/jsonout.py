@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cvmfs_modelio.atomicio import write_atomic_bytes
 from cvmfs_modelio.errors import UsageError
 
 
@@ -70,18 +71,12 @@ def check_dest(path: str | os.PathLike[str] | None) -> None:
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and a rename, so a
-    reader never sees half a file; a failure is a one-line UsageError naming the file."""
-    dest = Path(path)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    """Write ``text`` to ``path`` atomically (:func:`atomicio.write_atomic_bytes`); a failure is
+    a one-line UsageError naming the file."""
     try:
-        tmp.write_text(text)
-        os.replace(tmp, dest)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise UsageError(f"{os.fspath(path)}: cannot write: {e.strerror or e}") from None
-        raise
+        write_atomic_bytes(path, text.encode("utf-8"), fsync=False)
+    except OSError as e:
+        raise UsageError(f"{os.fspath(path)}: cannot write: {e.strerror or e}") from None
 
 
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:

@@ -161,19 +161,3 @@ def export_text(log: EventLog, fmt: str) -> str:
     if fmt == "fio":
         return fio_iolog(log)
     raise ValueError(f"unknown export format {fmt!r}")
-
-
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    dest = os.fspath(path)
-    tmp = f"{dest}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, dest)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        from cvmfs_modelio.errors import UsageError
-
-        raise UsageError(f"{dest}: cannot write: {e.strerror}") from None

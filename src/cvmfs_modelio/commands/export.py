@@ -6,8 +6,9 @@ import argparse
 import sys
 from typing import Any
 
+from cvmfs_modelio.jsonout import write_atomic
 from cvmfs_modelio.trace import read_trace
-from cvmfs_modelio.trace_export import FORMATS, export_text, write_atomic
+from cvmfs_modelio.trace_export import FORMATS, export_text
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

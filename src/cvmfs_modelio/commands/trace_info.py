@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(totals))
     print(f"perf page-cache events: {perf_status(args.trace)}")
     if args.json:
-        from cvmfs_modelio.trace_export import write_atomic
+        from cvmfs_modelio.jsonout import write_atomic
 
         doc = {
             "trace": str(args.trace),

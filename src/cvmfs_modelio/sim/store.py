@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from cvmfs_modelio.atomicio import write_atomic_bytes
 from cvmfs_modelio.errors import UsageError
 
 MANIFEST = ".cvmfspublished"
@@ -129,15 +130,5 @@ def read_manifest(store: str | os.PathLike[str]) -> Manifest | None:
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` whole or not at all (errors propagate to the publisher)."""
+    write_atomic_bytes(path, data, fsync=fsync)
