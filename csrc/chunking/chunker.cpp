@@ -9,6 +9,7 @@
 
 #include "chunking/others.h"
 #include "chunking/xor32.h"
+#include "common/unique_fd.h"
 
 namespace cmio {
 
@@ -41,16 +42,6 @@ Layout chunk_buffer(const ChunkerSpec& spec, const std::uint8_t* data, std::int6
 }
 
 namespace {
-struct Fd {
-  int fd;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
-
 std::int64_t read_fd_blocks(int fd, const std::string& path,
                             const std::function<void(const std::uint8_t*, std::size_t)>& consume) {
   std::vector<std::uint8_t> buf(std::size_t{4} << 20);
@@ -70,23 +61,23 @@ std::int64_t read_fd_blocks(int fd, const std::string& path,
 
 Layout chunk_file(const ChunkerSpec& spec, const std::string& path) {
   auto chunker = make_chunker(spec);
-  Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), path);
+  UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f.valid()) throw std::system_error(errno, std::generic_category(), path);
   if (!chunker->needs_data()) {
-    const off_t end = ::lseek(f.fd, 0, SEEK_END);
+    const off_t end = ::lseek(f.get(), 0, SEEK_END);
     if (end < 0) throw std::system_error(errno, std::generic_category(), path);
     chunker->skip(static_cast<std::size_t>(end));
     return chunker->finish();
   }
-  read_fd_blocks(f.fd, path, [&](const std::uint8_t* d, std::size_t n) { chunker->feed(d, n); });
+  read_fd_blocks(f.get(), path, [&](const std::uint8_t* d, std::size_t n) { chunker->feed(d, n); });
   return chunker->finish();
 }
 
 std::int64_t read_file_blocks(const std::string& path,
                               const std::function<void(const std::uint8_t*, std::size_t)>& consume) {
-  Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (f.fd < 0) throw std::system_error(errno, std::generic_category(), path);
-  return read_fd_blocks(f.fd, path, consume);
+  UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f.valid()) throw std::system_error(errno, std::generic_category(), path);
+  return read_fd_blocks(f.get(), path, consume);
 }
 
 }  // namespace cmio

@@ -10,6 +10,8 @@
 #include <system_error>
 #include <utility>
 
+#include "common/unique_fd.h"
+
 namespace cmio::probe {
 
 // An OS error of the probe: errno plus a message naming the file.
@@ -25,32 +27,7 @@ class OsError : public std::system_error {
 
 [[noreturn]] inline void throw_errno(int err, const std::string& what) { throw OsError(err, what); }
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) noexcept : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const noexcept { return fd_; }
-  bool valid() const noexcept { return fd_ >= 0; }
-  void reset() noexcept {
-    // close() errors on a read-only descriptor lose nothing; there is no one to report to.
-    if (fd_ >= 0) (void)::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
+using Fd = cmio::UniqueFd;
 
 class Mapping {
  public:

@@ -1,5 +1,7 @@
 #include "fetcher.h"
 
+#include "common/unique_fd.h"
+
 #include <curl/curl.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -20,16 +22,6 @@ namespace {
 
 struct MdDeleter {
   void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
 };
 
 bool write_all(int fd, const unsigned char* p, std::size_t n) {
@@ -321,8 +313,8 @@ int Fetcher::attempt(const ObjectRef& obj, const std::string& dest, void* handle
   std::unique_ptr<EVP_MD_CTX, MdDeleter> md(EVP_MD_CTX_new());
   sink.md = md.get();
   int err = 0;
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (fd.fd < 0) {
+  cmio::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!fd.valid()) {
     err = errno;
   } else if (!md || EVP_DigestInit_ex(md.get(), EVP_sha1(), nullptr) != 1) {
     err = ENOMEM;
@@ -331,7 +323,7 @@ int Fetcher::attempt(const ObjectRef& obj, const std::string& dest, void* handle
     sink.inflating = false;
   }
   const bool z_init = sink.inflating;
-  sink.fd = fd.fd;
+  sink.fd = fd.get();
   CURLcode cc = CURLE_OK;
   if (err == 0) {
     const std::string url = cfg_.url + "/" + obj.name();
@@ -359,8 +351,7 @@ int Fetcher::attempt(const ObjectRef& obj, const std::string& dest, void* handle
   }
   if (z_init) inflateEnd(&sink.zs);
   if (err == 0) {
-    const int raw = fd.fd;
-    fd.fd = -1;
+    const int raw = fd.release();
     if (::close(raw) != 0) err = errno;
   }
   if (err == 0) {

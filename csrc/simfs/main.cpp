@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "catalog.h"
+#include "common/unique_fd.h"
 #include "eventlog.h"
 #include "fetcher.h"
 #include "xattrs.h"
@@ -59,22 +60,12 @@ struct Options {
 
 // An open cache file; shared so that a reply can splice from it after the handle has
 // moved on to another chunk.
-struct CacheFd {
-  int fd = -1;
-  explicit CacheFd(int f) : fd(f) {}
-  ~CacheFd() {
-    if (fd >= 0) ::close(fd);
-  }
-  CacheFd(const CacheFd&) = delete;
-  CacheFd& operator=(const CacheFd&) = delete;
-};
-
 struct Handle {
   const Entry* entry = nullptr;
   int fd = -1;                       // unchunked: the cached object
   std::mutex mu;                     // chunked: one chunk in flight per handle
   std::size_t chunk = SIZE_MAX;      // chunk whose cache file is open in chunk_fd
-  std::shared_ptr<CacheFd> chunk_fd;
+  std::shared_ptr<cmio::UniqueFd> chunk_fd;
   ~Handle() {
     if (fd >= 0) ::close(fd);
   }
@@ -310,7 +301,7 @@ int open_chunk(Handle* h, std::size_t idx) {
   if (rc != 0) return rc;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;
-  h->chunk_fd = std::make_shared<CacheFd>(fd);
+  h->chunk_fd = std::make_shared<cmio::UniqueFd>(fd);
   h->chunk = idx;
   if (!hit && g_fs->opt.prefetch > 0) {
     std::vector<ObjectRef> next;
@@ -359,10 +350,10 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   if (off + static_cast<std::int64_t>(want) <= c.offset + c.size) {
     const int rc = open_chunk(h, idx);
     if (rc != 0) return fail(rc);
-    const std::shared_ptr<CacheFd> cf = h->chunk_fd;
+    const std::shared_ptr<cmio::UniqueFd> cf = h->chunk_fd;
     lock.unlock();
     finish(&ev, static_cast<std::int64_t>(want), 0);
-    reply_from_fd(req, cf->fd, off - c.offset, want);
+    reply_from_fd(req, cf->get(), off - c.offset, want);
     return;
   }
   // The read crosses a chunk boundary: continue into the next chunk(s).
@@ -378,7 +369,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     const std::int64_t in_chunk = pos - ci.offset;
     const std::size_t part =
         std::min<std::size_t>(want - done, static_cast<std::size_t>(ci.size - in_chunk));
-    const ssize_t n = ::pread(h->chunk_fd->fd, buf.data() + done, part, in_chunk);
+    const ssize_t n = ::pread(h->chunk_fd->get(), buf.data() + done, part, in_chunk);
     if (n < 0) return fail(-errno);
     if (static_cast<std::size_t>(n) != part) return fail(-EIO);  // cache file too short
     done += part;
