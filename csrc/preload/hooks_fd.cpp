@@ -73,17 +73,22 @@ CMIO_REAL(void, _exit, int)
 CMIO_REAL(void, _Exit, int)
 CMIO_REAL(pid_t, fork, void)
 
+// Runs an untraced call that returns a new descriptor.  A tracking entry left for that
+// number is stale (the descriptor was closed behind our back, or dup2 replaced it): drop it.
+template <class Call>
+int new_fd_untraced(Call call) noexcept {
+  const int fd = call();
+  if (fd >= 0 && pl::fd_file(fd) >= 0) {
+    pl::ErrnoGuard g;
+    pl::untrack_fd(fd);
+  }
+  return fd;
+}
+
 // -------------------------------------------------------------- open family
 template <class Call>
 int do_open(int dirfd, const char* path, int flags, Call call) noexcept {
-  if (!pl::path_may_match(path) || pl::in_tracer()) {
-    int fd = call();
-    if (fd >= 0 && pl::fd_file(fd) >= 0) {
-      pl::ErrnoGuard g;
-      pl::untrack_fd(fd);  // a stale entry for a descriptor closed behind our back
-    }
-    return fd;
-  }
+  if (!pl::path_may_match(path) || pl::in_tracer()) return new_fd_untraced(call);
   std::int64_t t0 = pl::raw_now();
   int fd = call();
   std::int64_t t1 = pl::raw_now();
@@ -304,14 +309,7 @@ inline bool empty_path(const char* p, int flags) noexcept {
 template <class Call>
 int do_dup(int oldfd, long cmd, Call call) noexcept {
   std::int32_t fid = pl::fd_file(oldfd);
-  if (fid < 0) {
-    int r = call();
-    if (r >= 0 && pl::fd_file(r) >= 0) {
-      pl::ErrnoGuard g;
-      pl::untrack_fd(r);  // dup2 onto a tracked descriptor closed it
-    }
-    return r;
-  }
+  if (fid < 0) return new_fd_untraced(call);
   std::int64_t t0 = pl::raw_now();
   int r = call();
   std::int64_t t1 = pl::raw_now();
