@@ -182,9 +182,10 @@ int close(int fd) {
 // -------------------------------------------------------------- read family
 namespace {
 
-// read()-like call at the tracked position of the descriptor.
-template <class Call>
-ssize_t at_pos(Op op, int fd, std::int64_t len, Call call) noexcept {
+// Times a read-family call on a tracked descriptor and records it.  `offset_of(r)` gives the
+// file offset, evaluated after the call: read()-like calls advance the tracked position.
+template <class Call, class OffsetOf>
+ssize_t traced_read(Op op, int fd, std::int64_t len, Call call, OffsetOf offset_of) noexcept {
   std::int32_t fid = pl::fd_file(fd);
   if (fid < 0) return call();
   std::int64_t t0 = pl::raw_now();
@@ -192,22 +193,20 @@ ssize_t at_pos(Op op, int fd, std::int64_t len, Call call) noexcept {
   std::int64_t t1 = pl::raw_now();
   int err = err_of(r);
   pl::ErrnoGuard g;
-  std::int64_t off = pl::fd_pos_add(fd, r > 0 ? r : 0);
-  pl::record(pl::call_event(op, fid, fd, t0, t1, off, len, r, err));
+  pl::record(pl::call_event(op, fid, fd, t0, t1, offset_of(r), len, r, err));
   return r;
+}
+
+// read()-like call at the tracked position of the descriptor.
+template <class Call>
+ssize_t at_pos(Op op, int fd, std::int64_t len, Call call) noexcept {
+  return traced_read(op, fd, len, call,
+                     [fd](ssize_t r) noexcept { return pl::fd_pos_add(fd, r > 0 ? r : 0); });
 }
 
 template <class Call>
 ssize_t at_off(Op op, int fd, std::int64_t off, std::int64_t len, Call call) noexcept {
-  std::int32_t fid = pl::fd_file(fd);
-  if (fid < 0) return call();
-  std::int64_t t0 = pl::raw_now();
-  ssize_t r = call();
-  std::int64_t t1 = pl::raw_now();
-  int err = err_of(r);
-  pl::ErrnoGuard g;
-  pl::record(pl::call_event(op, fid, fd, t0, t1, off, len, r, err));
-  return r;
+  return traced_read(op, fd, len, call, [off](ssize_t) noexcept { return off; });
 }
 
 std::int64_t iov_len(const struct iovec* iov, int n) noexcept {
