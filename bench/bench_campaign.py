@@ -2,8 +2,9 @@
 
 Models: the demo's synthetic ~50 MB model (weights embedded and as external data) and real CMS
 models from ``../shared/models/cms`` (those present).  Baseline: the same child process
-(``cvmfs_modelio.ort``) loading the model from local disk, page cache dropped with fadvise
-(cold) or kept (warm).  Then the campaign (``cvmfs_modelio.experiments.run_campaign``): each
+(``cvmfs_modelio.ort.child``) loading the model from local disk, page cache dropped with fadvise
+(cold) or kept (warm).  Then the campaign
+(``cvmfs_modelio.campaign.experiments.run_campaign``): each
 chunk configuration published, served behind the emulated WAN, mounted, loaded cold and warm.
 Medians over ``--reps`` repetitions.
 
@@ -22,8 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cvmfs_modelio.cvmfs import drop_page_cache
-from cvmfs_modelio.experiments import (
+from cvmfs_modelio.campaign.experiments import (
     CampaignParams,
     ModelFiles,
     campaign_payload,
@@ -33,8 +33,10 @@ from cvmfs_modelio.experiments import (
     stderr_progress,
     synthetic_models,
 )
-from cvmfs_modelio.jsonout import format_table, write_json
-from cvmfs_modelio.units import fmt_ns, parse_size
+from cvmfs_modelio.core.jsonout import write_json
+from cvmfs_modelio.core.tables import format_table
+from cvmfs_modelio.core.units import fmt_ns, parse_size
+from cvmfs_modelio.mounts import drop_page_cache
 
 RESULTS = Path(__file__).resolve().parent / "results" / "campaign.json"
 CMS = Path(__file__).resolve().parents[2] / "shared" / "models" / "cms"
@@ -49,7 +51,7 @@ def local_load(model: ModelFiles, cold: bool) -> dict[str, int]:
     """One ORT load of ``model`` from local disk in a fresh process; times in ns."""
     if cold:
         drop_page_cache(model.files)
-    argv = [sys.executable, "-m", "cvmfs_modelio.ort", str(model.onnx)]
+    argv = [sys.executable, "-m", "cvmfs_modelio.ort.child", str(model.onnx)]
     r = subprocess.run(argv, capture_output=True, text=True, check=True)
     doc: dict[str, int] = json.loads(r.stdout.splitlines()[-1])
     return doc

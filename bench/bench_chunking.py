@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from cvmfs_modelio import _native
-from cvmfs_modelio.chunk_analysis import FetchModel, Requests
-from cvmfs_modelio.jsonout import format_table, write_json
-from cvmfs_modelio.sweep import CorpusFile, avg_range, config_grid, run_sweep
-from cvmfs_modelio.units import fmt_bytes, parse_size
+from cvmfs_modelio.chunks.analysis import FetchModel, Requests
+from cvmfs_modelio.chunks.sweep import CorpusFile, avg_range, config_grid, run_sweep
+from cvmfs_modelio.core.jsonout import write_json
+from cvmfs_modelio.core.tables import format_table
+from cvmfs_modelio.core.units import fmt_bytes, parse_size
 
 RESULTS = Path(__file__).resolve().parent / "results" / "chunking.json"
 MIB = 1 << 20

@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from cvmfs_modelio import _native, probe, units
-from cvmfs_modelio.jsonout import write_json
+from cvmfs_modelio import _native
+from cvmfs_modelio.core import units
+from cvmfs_modelio.core.jsonout import write_json
+from cvmfs_modelio.probe import probe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "probe_vs_fio.json"
 METRICS = ("bw_bps", "iops", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "mean_ns", "overhead_ns")

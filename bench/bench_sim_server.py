@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from cvmfs_modelio.core.units import fmt_ns, fmt_rate
 from cvmfs_modelio.sim.jsonout import environment, write_json
 from cvmfs_modelio.sim.publish import PublishParams, iter_objects, publish
-from cvmfs_modelio.units import fmt_ns, fmt_rate
 
 LARGE = 64 << 20
 SMALL = 4 << 10

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from cvmfs_modelio.core.units import fmt_bytes, fmt_ns, fmt_rate, parse_size
 from cvmfs_modelio.sim.catalog import open_store_catalog
 from cvmfs_modelio.sim.jsonout import environment, write_json
 from cvmfs_modelio.sim.mount import MountOptions, NetemChild, SimMount
 from cvmfs_modelio.sim.publish import PublishParams, publish
-from cvmfs_modelio.units import fmt_bytes, fmt_ns, fmt_rate, parse_size
 
 RESULTS = Path(__file__).resolve().parent / "results" / "simfs.json"
 # The real client (cvmfs2 2.12) on this machine type, FUSE page cache dropped, own cache

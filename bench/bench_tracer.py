@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
+from cvmfs_modelio.core.units import fmt_ns
 from cvmfs_modelio.models.synthetic import make_model
-from cvmfs_modelio.trace import traced_env
-from cvmfs_modelio.units import fmt_ns
+from cvmfs_modelio.trace.tracer import traced_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CMS = ROOT.parent / "shared" / "models" / "cms"

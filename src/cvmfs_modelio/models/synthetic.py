@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError
 from cvmfs_modelio.sim.store import (
     FLAG_CHUNKED,
     FLAG_DIR,

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError
 
 # Codes recorded in the request log's ``aux`` field (0: no fault).
 FAULT_CODES = {"404": 1, "500": 2, "slow": 3, "reset": 4, "truncate": 5, "corrupt": 6}

@@ -1,6 +1,6 @@
 """JSON results of ``sim`` commands and benchmarks: the environment record and atomic writes.
 
-Both come from :mod:`cvmfs_modelio.jsonout`; only the layout of the document differs (the
+Both come from :mod:`cvmfs_modelio.core.jsonout`; only the layout of the document differs (the
 caller puts ``environment`` where it wants it, indent 2).
 """
 
@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-from cvmfs_modelio.jsonout import environment, write_atomic
+from cvmfs_modelio.core.jsonout import environment, write_atomic
 
 __all__ = ["environment", "write_json"]
 

@@ -25,7 +25,7 @@ from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
 import cvmfs_modelio
-from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError
 
 FSTYPE = "fuse.cmio-simfs"
 CACHE_MARKER = ".cmio-simfs-cache"

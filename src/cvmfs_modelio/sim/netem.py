@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError
 from cvmfs_modelio.sim.listener import LoopbackListener
 
 WINDOW = 4 * 1024 * 1024

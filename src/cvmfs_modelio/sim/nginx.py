@@ -8,7 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
-from cvmfs_modelio.events import EventLog
+from cvmfs_modelio.core.events import EventLog
 from cvmfs_modelio.sim.builtin_http import DATA_MAX_AGE_S, MANIFEST_MAX_AGE_S
 from cvmfs_modelio.sim.procs import Daemon, ServerProcess, start_listening
 from cvmfs_modelio.sim.reqlog import RequestLog, wall_to_monotonic_ns

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cvmfs_modelio import _native
-from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError
 from cvmfs_modelio.sim.catalog import CatalogWriter, Chunk, Entry
 from cvmfs_modelio.sim.store import (
     COMPRESSION_CODES,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cvmfs_modelio.events import EventLog, FileEntry, Op, Source, empty_events
+from cvmfs_modelio.core.events import EventLog, FileEntry, Op, Source, empty_events
 
 _FIELDS = ("t_start_ns", "duration_ns", "length", "result", "aux", "pid", "tid")
 

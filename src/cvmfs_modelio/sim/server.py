@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from cvmfs_modelio.errors import UsageError
-from cvmfs_modelio.events import EventLog, write_event_file
+from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.events import EventLog, write_event_file
 from cvmfs_modelio.sim.builtin_http import BuiltinServer
 from cvmfs_modelio.sim.faults import FaultRule, FaultSet
 from cvmfs_modelio.sim.netem import NetemProxy

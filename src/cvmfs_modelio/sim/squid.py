@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from cvmfs_modelio.events import EventLog
+from cvmfs_modelio.core.events import EventLog
 from cvmfs_modelio.sim.builtin_http import request_path
 from cvmfs_modelio.sim.procs import Daemon, ServerProcess, start_listening
 from cvmfs_modelio.sim.reqlog import RequestLog, wall_to_monotonic_ns

@@ -12,8 +12,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from cvmfs_modelio.atomicio import write_atomic_bytes
-from cvmfs_modelio.errors import UsageError
+from cvmfs_modelio.core.atomicio import write_atomic_bytes
+from cvmfs_modelio.core.errors import UsageError
 
 MANIFEST = ".cvmfspublished"
 DATA = "data"

@@ -1,0 +1,1 @@
+"""Campaigns: models published per chunk configuration, loaded from an emulated CVMFS mount."""

@@ -1,0 +1,111 @@
+"""``cvmfs-modelio experiment``: ONNX Runtime loads from emulated CVMFS, per chunk configuration.
+
+Publishes the models (real files with ``--models``, else synthetic ones) with each chunk
+configuration, serves and mounts them behind an emulated WAN, and times ONNX Runtime
+session creation and first inference cold and warm (``cvmfs_modelio.campaign.experiments``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cvmfs_modelio.campaign.experiments import (
+    DEFAULT_BANDWIDTH,
+    DEFAULT_REPS,
+    DEFAULT_RTT_MS,
+    CampaignParams,
+    campaign_payload,
+    format_rows,
+    fuse_unavailable_reason,
+    model_from_path,
+    parse_configs,
+    run_campaign,
+    stderr_progress,
+    synthetic_models,
+    unique_names,
+)
+from cvmfs_modelio.core import units
+from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.jsonout import check_dest, write_json
+
+DEFAULT_CONFIGS_TEXT = "4MiB/8MiB/16MiB,1MiB/2MiB/4MiB,whole"
+
+
+def add_campaign_options(p: argparse.ArgumentParser, reps: int = DEFAULT_REPS) -> None:
+    """Options shared by ``experiment`` and ``demo``."""
+    p.add_argument(
+        "--configs",
+        default=DEFAULT_CONFIGS_TEXT,
+        help=f"chunk configurations, MIN/AVG/MAX or whole, comma-separated "
+        f"({DEFAULT_CONFIGS_TEXT})",
+    )
+    p.add_argument(
+        "--rtt-ms", type=float, default=DEFAULT_RTT_MS, help="emulated round-trip time, ms (10)"
+    )
+    p.add_argument(
+        "--bandwidth",
+        default=str(DEFAULT_BANDWIDTH),
+        help="emulated bandwidth, bytes/s (100MiB; 0: unlimited)",
+    )
+    p.add_argument("--reps", type=int, default=reps, help=f"repetitions, medians shown ({reps})")
+    p.add_argument("--size", default="50MiB", help="weight bytes of each synthetic model (50MiB)")
+
+
+def campaign_params(args: argparse.Namespace) -> CampaignParams:
+    return CampaignParams(
+        configs=tuple(parse_configs(args.configs)),
+        rtt_ms=args.rtt_ms,
+        bandwidth=units.parse_size(args.bandwidth, "--bandwidth"),
+        reps=args.reps,
+        trace=bool(getattr(args, "trace", False)),
+    )
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="ONNX Runtime load times from emulated CVMFS per chunk configuration",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="ONNX model files (external data is published with them); default: synthetic",
+    )
+    add_campaign_options(p)
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="run the first cold load under the LD_PRELOAD tracer (chunks ORT read)",
+    )
+    p.add_argument("--json", dest="json_out", default=None, help="write all rows to this file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_dest(args.json_out)
+    params = campaign_params(args)
+    params.validate()
+    weight_bytes = units.parse_size(args.size, "--size")
+    models = unique_names([model_from_path(m) for m in args.models]) if args.models else None
+    reason = fuse_unavailable_reason()
+    if reason is not None:
+        raise UsageError(f"experiment: cannot mount the emulated CVMFS: {reason}")
+    with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-models-") as tmp:
+        if models is None:
+            models = synthetic_models(Path(tmp), weight_bytes)
+        rows = run_campaign(models, params, stderr_progress())
+    print(
+        f"ONNX Runtime from emulated CVMFS: RTT {params.rtt_ms:g} ms, "
+        f"{units.fmt_rate(params.bandwidth) if params.bandwidth else 'unlimited'}, "
+        f"medians of {params.reps}"
+    )
+    print(format_rows(rows))
+    if args.json_out is not None:
+        write_json(args.json_out, campaign_payload(rows, params))
+    return 0

@@ -1,0 +1,55 @@
+"""``cvmfs-modelio trace [--match PREFIX ...] [-o TRACE] [--sample-us N] -- COMMAND ARGS...``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from cvmfs_modelio.trace.tracer import DEFAULT_SAMPLE_US, run_traced
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "trace",
+        help="run a command with the I/O tracer preloaded",
+        description="Run COMMAND with libcmio_preload.so preloaded; exits with its status.",
+    )
+    p.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="trace only files under this absolute path prefix (repeatable; "
+        "default: all but /proc, /sys, /dev)",
+    )
+    p.add_argument("-o", "--output", metavar="TRACE", help="trace directory to create")
+    p.add_argument(
+        "--sample-us",
+        type=int,
+        default=DEFAULT_SAMPLE_US,
+        metavar="N",
+        help=f"page-in sampling interval in microseconds (default {DEFAULT_SAMPLE_US}; "
+        "0 = only at munmap and exit)",
+    )
+    p.add_argument(
+        "--perf",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="also record kernel page-cache tracepoints with perf (root only; "
+        "auto: when possible, on: warn when not)",
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    out = args.output
+    if out is None:
+        out = time.strftime("cmio-trace-%Y%m%d-%H%M%S")
+        sys.stderr.write(f"cvmfs-modelio trace: writing trace to {out}\n")
+    return run_traced(command, out, match=args.match, sample_us=args.sample_us, perf=args.perf)

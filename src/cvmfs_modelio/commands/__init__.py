@@ -1,1 +1,0 @@
-"""One module per ``cvmfs-modelio`` subcommand; each exposes ``register(subparsers)``."""

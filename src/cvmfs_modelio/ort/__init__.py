@@ -1,0 +1,1 @@
+"""ONNX Runtime: session creation and inference timed in a child process."""

@@ -1,0 +1,1 @@
+"""The LD_PRELOAD tracer: run a program under it, kernel tracepoints, read, summarize, export."""

@@ -1,0 +1,1 @@
+"""Tests of cvmfs_modelio.probe."""
