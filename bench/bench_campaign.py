@@ -109,7 +109,11 @@ def main() -> int:
     print()
     print(f"Emulated CVMFS, RTT {params.rtt_ms:g} ms, {args.bandwidth}/s, medians of {args.reps}")
     print(format_rows(rows))
-    write_json(args.json, {"baseline_local": baseline, **campaign_payload(rows, params)})
+    write_json(
+        args.json,
+        {"baseline_local": baseline, **campaign_payload(rows, params)},
+        schema="bench.campaign",
+    )
     return 0
 
 

@@ -184,6 +184,7 @@ def main() -> int:
             },
             "table": table,
         },
+        schema="bench.chunking",
     )
     print(f"wrote {args.json}")
     return 0

@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             "table": format_table(rows),
             "fio": fio_version.strip(),
         },
+        schema="bench.probe_vs_fio",
     )
     return 0
 

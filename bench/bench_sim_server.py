@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from cvmfs_modelio.core.jsonout import write_json
 from cvmfs_modelio.core.units import fmt_ns, fmt_rate
-from cvmfs_modelio.sim.jsonout import environment, write_json
 from cvmfs_modelio.sim.publish import PublishParams, iter_objects, publish
 
 LARGE = 64 << 20
@@ -219,10 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         "small_gets_per_round": args.small_gets,
         "median_of_rounds": summary,
         "rounds_raw": results,
-        "environment": environment(tools=True),
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.json, out)
+    write_json(args.json, out, schema="bench.sim_server", tools=True)
     print(f"wrote {args.json}")
     return 0
 

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from cvmfs_modelio.core.jsonout import write_json
 from cvmfs_modelio.core.units import fmt_bytes, fmt_ns, fmt_rate, parse_size
 from cvmfs_modelio.sim.catalog import open_store_catalog
-from cvmfs_modelio.sim.jsonout import environment, write_json
 from cvmfs_modelio.sim.mount import MountOptions, NetemChild, SimMount
 from cvmfs_modelio.sim.publish import PublishParams, publish
 
@@ -306,11 +306,10 @@ def main() -> int:
             }
             for key, d in cold.items()
         },
-        "environment": environment(),
         "command": " ".join(sys.argv),
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.json, result)
+    write_json(args.json, result, schema="bench.simfs")
     print(f"\nwrote {args.json}")
     return 0
 

@@ -126,5 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 },
                 "analysis": a.to_dict(),
             },
+            schema="analyze",
+            measured=[entry.path],
         )
     return 0

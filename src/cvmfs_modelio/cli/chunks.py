@@ -115,5 +115,10 @@ def run(args: argparse.Namespace) -> int:
         headers = ["chunk", "offset", "size", ""]
         print(format_table(headers + (["object"] if layout.hashes is not None else []), rows))
     if args.json:
-        write_json(args.json, {"command": "chunks", "file": args.file, **layout.to_dict()})
+        write_json(
+            args.json,
+            {"command": "chunks", "file": args.file, **layout.to_dict()},
+            schema="chunks",
+            measured=[args.file],
+        )
     return 0

@@ -84,5 +84,10 @@ def run(args: argparse.Namespace) -> int:
         print("update: what a client holding the previous file fetches for the next")
         print(format_table(["config", "update", "new objects", "fetch", "full", "share"], up))
     if args.json:
-        write_json(args.json, {"command": "dedup", "results": [r.to_dict() for r in results]})
+        write_json(
+            args.json,
+            {"command": "dedup", "results": [r.to_dict() for r in results]},
+            schema="dedup",
+            measured=args.files,
+        )
     return 0

@@ -215,5 +215,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"Emulated CVMFS: not run: {reason}")
             payload["cvmfs"] = {"skipped": reason}
     if args.json_out is not None:
-        write_json(args.json_out, payload)
+        write_json(args.json_out, payload, schema="demo")
     return 0

@@ -107,5 +107,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_rows(rows))
     if args.json_out is not None:
-        write_json(args.json_out, campaign_payload(rows, params))
+        write_json(args.json_out, campaign_payload(rows, params), schema="campaign")
     return 0

@@ -102,10 +102,10 @@ def run(args: argparse.Namespace) -> int:
     s = res.summary
     print(format_summary(s))
     if args.json_out is not None:
-        write_json(args.json_out, {"summary": s.to_dict()})
+        write_json(args.json_out, {"summary": s.to_dict()}, schema="probe", measured=[args.path])
     if args.events_out is not None:
         log = res.event_log()
-        log.meta["environment"] = environment()
+        log.meta["environment"] = environment([args.path])
         write_event_file(args.events_out, log)
     return 1 if s.failed_ops or s.verify_bad_bytes else 0
 

@@ -157,5 +157,7 @@ def run(args: argparse.Namespace) -> int:
                 "sweep_seconds": t2 - t1,
                 "rows": [r.to_dict() for r in rows],
             },
+            schema="sweep",
+            measured=[f.path for f in corpus],
         )
     return 0

@@ -1,58 +1,45 @@
-"""``--json PATH`` results: what was measured plus the environment, written atomically."""
+"""``--json PATH`` results: self-describing documents, written atomically.
+
+Every result file has the same envelope (docs/results-format.md): ``schema`` (name and
+version of the payload's layout), ``created_utc``, ``command_line`` and one ``environment``
+record (:mod:`cvmfs_modelio.core.environment`); the payload's own keys sit beside them and
+carry their units (``_ns``, ``_bytes``, ``_bytes_per_s``).
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
-import platform
-import shutil
-import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio.core.atomicio import write_atomic_bytes
+from cvmfs_modelio.core.environment import environment
 from cvmfs_modelio.core.errors import UsageError
 
+__all__ = ["check_dest", "envelope", "environment", "write_atomic", "write_json"]
 
-def environment(tools: bool = False) -> dict[str, Any]:
-    """Kernel, CPU, Python and package versions of this machine (and nginx/squid if ``tools``)."""
-    import numpy
+SCHEMA_PREFIX = "cvmfs-modelio."
 
-    from cvmfs_modelio import __version__
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    env: dict[str, Any] = {
-        "kernel": platform.release(),
-        "machine": platform.machine(),
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": numpy.__version__,
-        "cvmfs_modelio": __version__,
+def envelope(
+    schema: str, version: int = 1, measured: Iterable[str | os.PathLike[str]] = (), **env: Any
+) -> dict[str, Any]:
+    """The keys every result document starts with.
+
+    ``schema`` names the payload's layout (``probe``, ``campaign``, ``bench.tracer``, ...);
+    ``version`` changes whenever a key changes meaning or disappears.  ``measured`` are the
+    paths the result is about (their file systems go into ``environment``).
+    """
+    return {
+        "schema": {"name": SCHEMA_PREFIX + schema, "version": version},
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command_line": list(sys.argv),
+        "environment": environment(measured, **env),
     }
-    if tools:
-        env["nginx"] = _tool_version(["nginx", "-v"])
-        env["squid"] = _tool_version(["squid", "-v"])
-    return env
-
-
-def _tool_version(argv: list[str]) -> str | None:
-    if shutil.which(argv[0]) is None:
-        return None
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    out = (r.stdout + r.stderr).strip().splitlines()
-    return out[0] if out else None
 
 
 def check_dest(path: str | os.PathLike[str] | None) -> None:
@@ -79,9 +66,18 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise UsageError(f"{os.fspath(path)}: cannot write: {e.strerror or e}") from None
 
 
-def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write ``payload`` plus ``environment`` as JSON; ``-`` is stdout; atomic otherwise."""
-    doc = {**payload, "environment": environment()}
+def write_json(
+    path: str | os.PathLike[str],
+    payload: dict[str, Any],
+    *,
+    schema: str,
+    version: int = 1,
+    measured: Iterable[str | os.PathLike[str]] = (),
+    tools: bool = False,
+) -> None:
+    """Write ``payload`` inside the :func:`envelope` as JSON; ``-`` is stdout; atomic otherwise."""
+    # The envelope wins over a payload key of the same name: it is what readers rely on.
+    doc = {**payload, **envelope(schema, version, measured, tools=tools)}
     text = json.dumps(doc, indent=1, sort_keys=True, default=_default) + "\n"
     if os.fspath(path) == "-":
         sys.stdout.write(text)

@@ -9,9 +9,8 @@ import time
 from typing import Any
 
 from cvmfs_modelio.core.errors import UsageError
-from cvmfs_modelio.core.jsonout import check_dest
+from cvmfs_modelio.core.jsonout import check_dest, write_json
 from cvmfs_modelio.core.units import fmt_bytes, fmt_ns, fmt_rate, parse_size
-from cvmfs_modelio.sim.jsonout import environment, write_json
 from cvmfs_modelio.sim.publish import (
     DEFAULT_AVG,
     DEFAULT_MAX,
@@ -116,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                 "command": "sim publish",
                 "params": dataclasses.asdict(params),
                 "result": dataclasses.asdict(result),
-                "environment": environment(),
             },
+            schema="sim.publish",
+            measured=[args.src_dir, args.store],
         )
     return 0
