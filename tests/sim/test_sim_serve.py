@@ -29,8 +29,8 @@ from cvmfs_modelio.sim.server import ServerStack, serve
 from cvmfs_modelio.sim.store import MANIFEST
 from tests.conftest import CMS_MODELS
 
-needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
-needs_squid = pytest.mark.skipif(shutil.which("squid") is None, reason="squid not installed")
+needs_nginx = pytest.mark.tools("nginx")
+needs_squid = pytest.mark.tools("squid")
 
 
 @pytest.fixture(scope="module")
