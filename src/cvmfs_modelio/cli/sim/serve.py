@@ -23,7 +23,20 @@ def register(verbs: argparse._SubParsersAction[Any]) -> None:
         description="Serve STORE on 127.0.0.1 until SIGINT/SIGTERM, logging every request.",
     )
     p.add_argument("store", metavar="STORE")
-    p.add_argument("--port", type=int, default=0, help="stratum port (default: any free port)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="the port clients use: the WAN emulator's when --rtt-ms/--bandwidth/--netem "
+        "is given, else the stratum's (default 0: any free port)",
+    )
+    p.add_argument(
+        "--origin-port",
+        type=int,
+        default=0,
+        help="the stratum's own port behind the WAN emulator, undelayed (default 0: any free "
+        "port; only with the WAN emulator)",
+    )
     p.add_argument("--server", choices=SERVERS, default="builtin")
     p.add_argument("--proxy", choices=PROXIES, help="put a site proxy in front (forward proxy)")
     p.add_argument("--proxy-port", type=int, default=0)
@@ -47,7 +60,7 @@ def register(verbs: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("port", "proxy_port"):
+    for name in ("port", "origin_port", "proxy_port"):
         v = getattr(args, name)
         if not 0 <= v <= 65535:
             raise UsageError(f"--{name.replace('_', '-')}: {v} is not a TCP port")
@@ -74,13 +87,17 @@ def run(args: argparse.Namespace) -> int:
             proxy_port=args.proxy_port,
             proxy_log=args.proxy_log,
             netem=args.netem,
+            origin_port=args.origin_port,
         ) as srv:
-            lines = [f"stratum  {srv.url}  ({args.server})"]
             if srv.url != srv.origin_url:
-                bw = fmt_rate(bandwidth) if bandwidth else "unlimited"
-                lines.append(
-                    f"  via WAN emulator: rtt {args.rtt_ms:g} ms, {bw} (origin {srv.origin_url})"
-                )
+                bw = fmt_rate(bandwidth) if bandwidth else "unlimited bandwidth"
+                lines = [
+                    f"stratum  {srv.url}  ({args.server} through the WAN emulator: "
+                    f"rtt {args.rtt_ms:g} ms, {bw}; clients use this)",
+                    f"origin   {srv.origin_url}  (the stratum itself, undelayed)",
+                ]
+            else:
+                lines = [f"stratum  {srv.url}  ({args.server}, no WAN emulator)"]
             if srv.proxy:
                 lines.append(f"proxy    {srv.proxy}  (squid; use as HTTP proxy)")
             lines.append("serving until SIGINT/SIGTERM")
