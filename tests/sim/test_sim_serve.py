@@ -458,7 +458,7 @@ def test_cli_port_is_what_clients_use_and_pays_the_rtt(store: Path) -> None:
         direct = [_get_seconds(origin, "/" + MANIFEST) for _ in range(3)]
     finally:
         p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=20)
+        _out, err = p.communicate(timeout=20)
     assert p.returncode == 0, err
     # A request and its answer pay one full RTT through the emulator, never less.
     assert min(through) >= 0.100, through

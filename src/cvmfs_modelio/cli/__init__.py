@@ -2,7 +2,8 @@
 
 Each subcommand lives in ``cvmfs_modelio.cli.<name>`` and exposes
 ``register(subparsers)``; adding a job is adding a module there (they are discovered).
-Bad input (UsageError) becomes one line on stderr and exit status 2.
+Bad input (UsageError) becomes one line on stderr and exit status 2; a run that cannot be
+what it claims (MeasurementError, e.g. a cold run with pages left) one line and status 1.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.func(args)
     except UsageError as e:
         sys.stderr.write(f"{PROG}: {e}\n")
-        return 2
+        return e.exit_status
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130

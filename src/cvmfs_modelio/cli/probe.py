@@ -19,6 +19,10 @@ from cvmfs_modelio.probe.engine import (
     probe,
 )
 
+# 2: keys carry their units (file_size_bytes, read_bytes, throughput_bytes_per_s,
+# resident_pages_before, params.block_bytes, ...); cold_flush and not_cold added.
+PROBE_SCHEMA_VERSION = 2
+
 
 def _size(what: str) -> Any:
     def parse(text: str) -> int:
@@ -102,7 +106,13 @@ def run(args: argparse.Namespace) -> int:
     s = res.summary
     print(format_summary(s))
     if args.json_out is not None:
-        write_json(args.json_out, {"summary": s.to_dict()}, schema="probe", measured=[args.path])
+        write_json(
+            args.json_out,
+            {"summary": s.to_dict()},
+            schema="probe",
+            version=PROBE_SCHEMA_VERSION,
+            measured=[args.path],
+        )
     if args.events_out is not None:
         log = res.event_log()
         log.meta["environment"] = environment([args.path])
@@ -154,14 +164,13 @@ def format_summary(s: ProbeSummary) -> str:
         ),
     ]
     if s.cold:
-        cold = {True: "evicted (0 pages resident)", None: "asked, not verifiable (untrusted)"}
-        dirty = (
-            ""
-            if s.cold_dirty_pages is None
-            else f" ({s.cold_dirty_pages} dirty or under writeback)"
-        )
-        failed = f"eviction FAILED: {s.cold_left_pages} pages left{dirty}"
-        rows.append(("cold", cold.get(s.cold_evicted, failed)))
+        flushed = f"fdatasync {s.cold_flush}"
+        if s.cold_evicted:
+            rows.append(("cold", f"evicted ({flushed}; 0 pages resident)"))
+        else:
+            rows.append(("cold", f"asked, not verifiable ({flushed}; residency untrusted)"))
+        if s.not_cold is not None:
+            rows.append(("NOT COLD", s.not_cold))
     rows.append(("hints", ", ".join(s.hints) if s.hints else "none"))
     if s.verify is not None:
         rows.append(

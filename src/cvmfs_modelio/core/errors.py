@@ -1,4 +1,4 @@
-"""The one error type that the command line turns into a one-line message and exit status 2."""
+"""The errors the command line turns into one line on stderr and an exit status."""
 
 from __future__ import annotations
 
@@ -7,5 +7,17 @@ class UsageError(Exception):
     """Bad input: a file that cannot be measured, a parameter out of range.
 
     The message is complete on its own (it names the file or the parameter and the
-    problem); the CLI prints ``cvmfs-modelio: <message>`` and exits with status 2.
+    problem); the CLI prints ``cvmfs-modelio: <message>`` and exits with ``exit_status`` (2).
     """
+
+    exit_status = 2
+
+
+class MeasurementError(UsageError):
+    """The run cannot be what it claims (a cold run whose file stays in the page cache).
+
+    Raised instead of reporting a number that would measure the wrong thing; the CLI
+    prints the one-line message and exits with status 1.
+    """
+
+    exit_status = 1

@@ -140,7 +140,8 @@ class ServerStack:
             try:
                 self._builtin = BuiltinServer(self.store, self._origin_port, self._faults).start()
             except OSError as e:
-                raise UsageError(f"{oopt} {self._origin_port}: cannot listen: {e.strerror}") from None
+                msg = f"{oopt} {self._origin_port}: cannot listen: {e.strerror}"
+                raise UsageError(msg) from None
             self.origin_url = self._builtin.url
         else:
             self._nginx = NginxServer(self.store, self._origin_port)
