@@ -406,3 +406,45 @@ def test_sweep_of_an_empty_file_writes_strict_json(
     (row,) = doc["rows"]
     assert row["requested_bytes"] == 0 and row["fetched_bytes"] == 0
     assert row["amplification"] is None
+
+
+def test_sweep_of_a_real_trace_skips_a_file_that_changed_since(tmp_path: Path) -> None:
+    """A trace without --match holds every file the program read; one that grew since
+    (as ONNX Runtime's cache database does) is skipped with a note, not fatal (issue 8)."""
+    model = tmp_path / "m.bin"
+    model.write_bytes(np.random.Generator(np.random.PCG64(5)).bytes(2 << 20))
+    db = tmp_path / "cache.db"
+    db.write_bytes(b"x" * 294912)
+    prog = f"open({str(model)!r}, 'rb').read(); open({str(db)!r}, 'rb').read()"
+    trace = tmp_path / "trace"
+    cli = [sys.executable, "-m", "cvmfs_modelio.cli"]
+    subprocess.run([*cli, "trace", "-o", str(trace), "--", sys.executable, "-c", prog], check=True)
+    with open(db, "ab") as f:
+        f.write(b"y" * (331776 - 294912))
+    out = tmp_path / "s.json"
+    r = subprocess.run(
+        [*cli, "sweep", str(trace), "--avg", "512KiB", "--json", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"note: {trace}: {db} was 294912 bytes when traced, now 331776; skipped" in r.stdout
+    doc = json.loads(out.read_text())
+    paths = [f["path"] for f in doc["files"]]
+    assert str(model) in paths and str(db) not in paths
+    # Without --match the program's other reads (Python itself) are in the corpus too.
+    assert len(paths) > 1
+
+
+def test_sweep_with_nothing_left_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"z" * 100_000)
+    trace = tmp_path / "t.cmioev"
+    write_trace(trace, f, [(10, Op.READ, 0, 1000, 3)])
+    f.write_bytes(b"z" * 100_001)
+    rc, out, err = run_cli(["sweep", str(trace), "--avg", "64KiB"], capsys)
+    assert rc == 2
+    assert f"note: {trace}: {f} was 100000 bytes when traced, now 100001; skipped" in out
+    assert err == "cvmfs-modelio: sweep: no file left to analyse (see the notes above)\n"

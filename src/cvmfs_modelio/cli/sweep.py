@@ -63,7 +63,13 @@ def parse_ratios(text: str, what: str) -> list[float]:
 
 
 def build_corpus(paths: list[str]) -> tuple[list[CorpusFile], list[str]]:
-    """Corpus entries (traced files first) and notes about what was skipped or assumed."""
+    """Corpus entries (traced files first) and notes about what was skipped or assumed.
+
+    A trace taken without ``--match`` holds every file the program read (Python modules,
+    shared libraries, ONNX Runtime's cache database, ...): a traced file that is gone or
+    changed size since tracing cannot be analysed and is skipped with a note, so it never
+    sinks the sweep of the others.
+    """
     traced: dict[str, CorpusFile] = {}
     plain: list[str] = []
     notes: list[str] = []
@@ -81,7 +87,10 @@ def build_corpus(paths: list[str]) -> tuple[list[CorpusFile], list[str]]:
                 continue
             f = CorpusFile.open(e.path)
             if e.size > 0 and e.size != f.size:
-                raise UsageError(f"{p}: {e.path} was {e.size} bytes when traced, now {f.size}")
+                notes.append(
+                    f"{p}: {e.path} was {e.size} bytes when traced, now {f.size}; skipped"
+                )
+                continue
             req = requests_from_events(log.events, f.size, e.file_id)
             traced[os.path.realpath(e.path)] = CorpusFile.open(e.path, req)
     corpus = list(traced.values())
@@ -104,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         parse_ratios(args.max_ratio, "--max-ratio"),
     )
     corpus, notes = build_corpus(args.paths)
+    if not corpus:
+        for n in notes:
+            print(f"note: {n}")
+        raise UsageError("sweep: no file left to analyse (see the notes above)")
     total = sum(f.size for f in corpus)
     print(f"corpus: {len(corpus)} file(s), {fmt_bytes(total)}; {len(configs)} configurations")
     for n in notes:
