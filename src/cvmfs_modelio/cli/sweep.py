@@ -87,9 +87,7 @@ def build_corpus(paths: list[str]) -> tuple[list[CorpusFile], list[str]]:
                 continue
             f = CorpusFile.open(e.path)
             if e.size > 0 and e.size != f.size:
-                notes.append(
-                    f"{p}: {e.path} was {e.size} bytes when traced, now {f.size}; skipped"
-                )
+                notes.append(f"{p}: {e.path} was {e.size} bytes when traced, now {f.size}; skipped")
                 continue
             req = requests_from_events(log.events, f.size, e.file_id)
             traced[os.path.realpath(e.path)] = CorpusFile.open(e.path, req)
