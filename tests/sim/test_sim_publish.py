@@ -358,7 +358,8 @@ def test_json_output(tmp_path: Path) -> None:
     assert main(["sim", "publish", str(src), str(tmp_path / "s"), "--json", str(out)]) == 0
     j = json.loads(out.read_text())
     assert j["result"]["files"] == 1 and j["result"]["revision"] == 1
-    assert j["result"]["bytes_added"] == len(zlib.compress(b"abc", 6))
+    assert j["result"]["added_bytes"] == len(zlib.compress(b"abc", 6))
+    assert j["params"]["min_bytes"] == 4 << 20 and j["schema"]["version"] == 2
     assert set(j["result"]["stage_ns"]) >= {"read", "chunk", "compress", "hash", "write"}
     assert j["environment"]["kernel"] == os.uname().release
 

@@ -510,9 +510,9 @@ def test_cli_serve_bad_input(store: Path, tmp_path: Path) -> None:
             [str(store), "--origin-port", "8000"],
             "--origin-port: only with the WAN emulator (--rtt-ms, --bandwidth or --netem)",
         ),
-        ([str(store), "--bandwidth", "fast"], "--bandwidth: cannot parse size"),
+        ([str(store), "--bandwidth", "fast"], "--bandwidth: cannot parse bandwidth 'fast'"),
         ([str(store), "--fault", "boom:x"], "fault kind 'boom'"),
-        ([str(store), "--rtt-ms", "nan"], "--rtt-ms and --bandwidth must be finite, got nan, 0"),
+        ([str(store), "--rtt-ms", "nan"], "--rtt-ms: 'nan' is not a finite number"),
         ([str(store), "--log", str(tmp_path)], f"{tmp_path}: is a directory"),
         (
             [str(store), "--proxy-log", str(tmp_path / "no" / "p.cmtr")],

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cvmfs_modelio.chunks.layouts import ChunkSpec, Layout, compute_layout
+from cvmfs_modelio.chunks.layouts import ChunkSpec, Layout, compute_layout, params_with_units
 from cvmfs_modelio.core.errors import UsageError
 
 
@@ -78,7 +78,7 @@ class DedupResult:
         return {
             "config": self.spec.label(),
             "kind": self.spec.kind,
-            "params": self.spec.params,
+            "params": params_with_units(self.spec.params),
             "files": list(self.files),
             "n_objects": self.n_objects,
             "n_references": self.n_references,

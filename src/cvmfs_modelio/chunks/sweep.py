@@ -159,9 +159,9 @@ class SweepRow:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready row."""
         return {
-            "min": self.config.min_size,
-            "avg": self.config.avg_size,
-            "max": self.config.max_size,
+            "min_bytes": self.config.min_size,
+            "avg_bytes": self.config.avg_size,
+            "max_bytes": self.config.max_size,
             "n_chunks": self.n_chunks,
             "n_chunked_files": self.n_chunked_files,
             "requested_bytes": self.requested_bytes,

@@ -33,10 +33,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--avg",
         default="256KiB..64MiB",
-        help="avg sizes: LO..HI (powers of two) or a comma list (default 256KiB..64MiB)",
+        metavar="SIZES",
+        help="average chunk sizes in bytes: LO..HI (the powers of two between) or a comma "
+        "list (default 256KiB..64MiB)",
     )
-    p.add_argument("--min-ratio", default="0.5", help="min = avg * ratio; comma list (0.5)")
-    p.add_argument("--max-ratio", default="2", help="max = avg * ratio; comma list (2)")
+    p.add_argument(
+        "--min-ratio", default="0.5", metavar="R", help="min = avg * R; a comma list of R"
+    )
+    p.add_argument("--max-ratio", default="2", metavar="R", help="max = avg * R; a comma list of R")
     add_fetch_model_args(p)
     p.add_argument("--json", metavar="PATH", help="write every row as JSON ('-': stdout)")
     p.set_defaults(func=run)
@@ -143,7 +147,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"distinct bytes requested: {fmt_bytes(requested)} ({requested})")
     print(
         format_table(
-            ["min/avg/max", "chunks", "chunked", "fetched", "ampl.", "fetches", "est. time"],
+            [
+                "min/avg/max",
+                "chunks",
+                "chunked files",
+                "bytes fetched",
+                "fetched/requested",
+                "fetches",
+                "est. fetch time",
+            ],
             table,
         )
     )
@@ -157,18 +169,22 @@ def run(args: argparse.Namespace) -> int:
             args.json,
             {
                 "command": "sweep",
-                "files": [{"path": f.path, "size": f.size, "traced": f.traced} for f in corpus],
+                "files": [
+                    {"path": f.path, "size_bytes": f.size, "traced": f.traced} for f in corpus
+                ],
                 "notes": notes,
                 "model": {
                     "rtt_ns": model.rtt_ns,
-                    "bandwidth": model.bandwidth,
+                    "bandwidth_bytes_per_s": model.bandwidth,
                     "in_flight": model.in_flight,
                 },
-                "hash_seconds": t1 - t0,
-                "sweep_seconds": t2 - t1,
+                "hash_ns": round((t1 - t0) * 1e9),
+                "sweep_ns": round((t2 - t1) * 1e9),
                 "rows": [r.to_dict() for r in rows],
             },
             schema="sweep",
+            # 2: units in keys (size_bytes, min_bytes, bandwidth_bytes_per_s, hash_ns, ...)
+            version=2,
             measured=[f.path for f in corpus],
         )
     return 0

@@ -21,3 +21,21 @@ class MeasurementError(UsageError):
     """
 
     exit_status = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived (``signum``): unwind, cleaning up as for Ctrl-C.
+
+    A KeyboardInterrupt, so ``except Exception`` never swallows it and ``subprocess.run``
+    kills its child on the way out; the CLI exits with 128 + ``signum`` (130, 143).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name

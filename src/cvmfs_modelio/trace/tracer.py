@@ -147,6 +147,12 @@ def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
         raise UsageError(f"{command[0]}: permission denied") from None
     try:
         rc = proc.wait()
+    except KeyboardInterrupt:
+        # SIGTERM to us (the CLI turns it into an exception): pass it on, never leave the
+        # traced program running on its own.
+        proc.terminate()
+        proc.wait()
+        raise
     finally:
         signal.signal(signal.SIGINT, old)
     return exit_status(rc)
