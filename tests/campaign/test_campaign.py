@@ -189,7 +189,7 @@ def test_parse_configs_hostile_input(text: str) -> None:
 
 
 def test_model_errors(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"no-such\.onnx: no such model file$"):
+    with pytest.raises(UsageError, match=r"no-such\.onnx: no such file or directory$"):
         model_from_path(tmp_path / "no-such.onnx")
     with pytest.raises(UsageError, match=r": is a directory \(give the \.onnx files\)$"):
         model_from_path(tmp_path)

@@ -129,3 +129,27 @@ def test_unwritable_directory(
         assert list(base.iterdir()) == []
     finally:
         shutil.rmtree(base)
+
+
+# command -> argv with a missing input as MISSING
+INPUTS: dict[str, Callable[[str], list[str]]] = {
+    "probe": lambda m: ["probe", m],
+    "chunks": lambda m: ["chunks", m],
+    "analyze": lambda m: ["analyze", m, "--layout", "whole"],
+    "sweep": lambda m: ["sweep", m, "--avg", "1MiB"],
+    "dedup": lambda m: ["dedup", m],
+    "trace-info": lambda m: ["trace-info", m],
+    "export": lambda m: ["export", m, "--format", "csv"],
+    "experiment --models": lambda m: ["experiment", "--models", m],
+    "sim publish": lambda m: ["sim", "publish", m, m + ".store"],
+    "sim serve": lambda m: ["sim", "serve", m],
+}
+
+
+@pytest.mark.parametrize("command", sorted(INPUTS))
+def test_a_missing_input_is_worded_the_same_everywhere(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    m = str(tmp_path / "nope")
+    rc, out, err = _run(INPUTS[command](m), capsys)
+    assert (rc, out, err) == (2, "", f"{PROG}: {m}: no such file or directory\n")

@@ -107,7 +107,7 @@ def test_bad_traces_give_one_line(tmp_path: Path) -> None:
     r = subprocess.run([*CLI, "trace-info", str(tmp_path / "nope")], capture_output=True, text=True)
     assert (r.returncode, r.stderr) == (
         2,
-        f"cvmfs-modelio: {tmp_path / 'nope'}: no such trace (not a file or directory)\n",
+        f"cvmfs-modelio: {tmp_path / 'nope'}: no such file or directory\n",
     )
     r = subprocess.run([*CLI, "trace-info", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "no trace files" in r.stderr

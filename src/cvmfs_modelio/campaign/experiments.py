@@ -156,7 +156,7 @@ def model_from_path(path: str | os.PathLike[str]) -> ModelFiles:
     if p.is_dir():
         raise UsageError(f"{p}: is a directory (give the .onnx files)")
     if not p.is_file():
-        raise UsageError(f"{p}: no such model file")
+        raise UsageError(f"{p}: no such file or directory")
     files = (p.resolve(), *external_data_files(p))
     return ModelFiles(p.stem, p.resolve(), files)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cvmfs_modelio.chunks.layouts import ChunkSpec, Layout, compute_layout, params_with_units
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError, os_error
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def file_objects(path: str, layout: Layout, level: int = 6) -> list[StoredObject
                 z = zlib.compress(data, level)
                 out.append(StoredObject(hashlib.sha1(z).hexdigest(), size, len(z)))
     except OSError as e:
-        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
+        raise os_error(path, e) from None
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError, os_error
 
 # CVMFS server.conf defaults (cvmfs-facts.md §1) and `cvmfs_swissknife graft`'s fixed size.
 CVMFS_MIN_CHUNK_SIZE = 4 * 1024 * 1024
@@ -251,7 +251,7 @@ def compute_layout(path: str | os.PathLike[str], spec: ChunkSpec | None = None) 
     try:
         st = os.stat(name)
     except OSError as e:
-        raise UsageError(f"{name}: cannot read: {e.strerror}") from None
+        raise os_error(name, e) from None
     if not _is_regular(st.st_mode):
         raise UsageError(f"{name}: not a regular file")
     if spec.kind == "whole":
@@ -274,7 +274,7 @@ def compute_layout(path: str | os.PathLike[str], spec: ChunkSpec | None = None) 
     try:
         offsets, size = native(name)
     except OSError as e:
-        raise UsageError(f"{name}: cannot read: {e.strerror}") from None
+        raise os_error(name, e) from None
     return Layout.from_offsets(offsets, size, spec.kind, spec.params)
 
 
@@ -478,7 +478,7 @@ def read_cvmfs_xattrs(path: str | os.PathLike[str]) -> dict[str, bytes]:
     """The raw CVMFS attribute values of ``path`` (only those the file system answers)."""
     name = os.fspath(path)
     if not os.path.exists(name):
-        raise UsageError(f"{name}: no such file")
+        raise UsageError(f"{name}: no such file or directory")
     attrs: dict[str, bytes] = {}
     pages = _getxattr(name, f"{CHUNK_LIST}~?")
     if pages is not None:

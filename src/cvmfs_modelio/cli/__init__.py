@@ -34,7 +34,9 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         if (
             action.option_strings
             and "default" not in text
-            and d not in (None, False, True, argparse.SUPPRESS, [])
+            # identity, not ==: a default of 0 or 1 is shown (0 == False, 1 == True)
+            and not any(d is x for x in (None, False, True, argparse.SUPPRESS))
+            and d != []
         ):
             text += " (default %(default)s)"
         return text

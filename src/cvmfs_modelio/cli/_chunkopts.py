@@ -10,7 +10,7 @@ import numpy as np
 from cvmfs_modelio.chunks.analysis import READ_OPS, FetchModel
 from cvmfs_modelio.cli import _types as T
 from cvmfs_modelio.core import units
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError, os_error
 from cvmfs_modelio.core.events import MAGIC, EventLog, FileEntry
 
 READ_OP_VALUES = frozenset(int(o) for o in READ_OPS)
@@ -59,7 +59,7 @@ def is_trace(path: str) -> bool:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC
     except OSError as e:
-        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
+        raise os_error(path, e) from None
 
 
 def load_trace(path: str) -> EventLog:

@@ -39,3 +39,31 @@ class Interrupted(KeyboardInterrupt):
         import signal
 
         return signal.Signals(self.signum).name
+
+
+def os_error(path: object, e: OSError, doing: str = "read") -> UsageError:
+    """The one wording of a path that cannot be used, for every command.
+
+    ``PATH: no such file or directory``, ``PATH: permission denied``, ``PATH: is a
+    directory``, ``PATH: not a directory``, else ``PATH: cannot <doing>: <reason>``.
+    """
+    import os
+
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
+    return UsageError(f"{name}: {os_reason(e, doing)}")
+
+
+def os_reason(e: OSError, doing: str = "read") -> str:
+    """The reason part of :func:`os_error`'s message."""
+    if isinstance(e, FileNotFoundError):
+        return NO_SUCH_FILE
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory"
+    if isinstance(e, NotADirectoryError):
+        return "not a directory"
+    return f"cannot {doing}: {(e.strerror or str(e)).lower()}"
+
+
+NO_SUCH_FILE = "no such file or directory"

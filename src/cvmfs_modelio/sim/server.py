@@ -79,6 +79,8 @@ class ServerStack:
         origin_port: int = 0,
     ) -> None:
         self.store = Path(store)
+        if not self.store.exists():
+            raise UsageError(f"{self.store}: no such file or directory")
         if not (self.store / MANIFEST).is_file():
             raise UsageError(f"{self.store}: not a published store (no {MANIFEST})")
         if server not in SERVERS:
