@@ -562,7 +562,7 @@ HEADER = [
     "cold 1st inf",
     "warm session",
     "warm 1st inf",
-    "warm objects",
+    "warm objects fetched",
 ]
 
 

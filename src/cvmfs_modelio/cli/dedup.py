@@ -60,7 +60,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(args.files)} file(s); objects zlib level 6, named by SHA-1, as CVMFS stores them")
     print(
         format_table(
-            ["config", "chunks", "objects", "logical", "stored w/o dedup", "stored", "dedup"],
+            [
+                "config",
+                "chunks",
+                "objects",
+                "logical bytes",
+                "stored bytes, no dedup",
+                "stored bytes",
+                "dedup ratio",
+            ],
             rows,
         )
     )
@@ -81,7 +89,12 @@ def run(args: argparse.Namespace) -> int:
                     ]
                 )
         print("update: what a client holding the previous file fetches for the next")
-        print(format_table(["config", "update", "new objects", "fetch", "full", "share"], up))
+        print(
+            format_table(
+                ["config", "update", "new objects", "bytes fetched", "file bytes", "fetched/file"],
+                up,
+            )
+        )
     if args.json:
         write_json(
             args.json,

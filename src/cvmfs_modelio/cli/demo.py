@@ -137,7 +137,7 @@ HEADER = (
     "p50",
     "p99",
     "majflt",
-    "resident before→after",
+    "pages resident before→after",
 )
 
 
