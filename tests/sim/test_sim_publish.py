@@ -559,7 +559,7 @@ def test_bad_stores(tmp_path: Path, capsys: Any) -> None:
         err = capsys.readouterr().err
         assert rc == 2 and message in err, err
     rc = main(["sim", "publish", str(tmp_path / "missing"), str(tmp_path / "s")])
-    assert rc == 2 and "missing: not a directory" in capsys.readouterr().err
+    assert rc == 2 and "missing: no such file or directory" in capsys.readouterr().err
     with pytest.raises(UsageError, match="no published revision"), open_store_catalog(src):
         pass
 
