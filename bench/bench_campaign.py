@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio.campaign.experiments import (
+    CAMPAIGN_SCHEMA_VERSION,
     CampaignParams,
     ModelFiles,
     campaign_payload,
@@ -35,7 +36,7 @@ from cvmfs_modelio.campaign.experiments import (
 )
 from cvmfs_modelio.core.jsonout import write_json
 from cvmfs_modelio.core.tables import format_table
-from cvmfs_modelio.core.units import fmt_ns, parse_size
+from cvmfs_modelio.core.units import fmt_ns, parse_bandwidth, parse_size
 from cvmfs_modelio.mounts import drop_page_cache
 
 RESULTS = Path(__file__).resolve().parent / "results" / "campaign.json"
@@ -66,7 +67,7 @@ def main() -> int:
     ap.add_argument("--json", default=str(RESULTS))
     args = ap.parse_args()
     params = CampaignParams(
-        rtt_ms=args.rtt_ms, bandwidth=parse_size(args.bandwidth, "--bandwidth"), reps=args.reps
+        rtt_ms=args.rtt_ms, bandwidth=parse_bandwidth(args.bandwidth, "--bandwidth"), reps=args.reps
     )
     say = stderr_progress()
     with tempfile.TemporaryDirectory(prefix="bench-campaign-") as tmp:
@@ -113,6 +114,8 @@ def main() -> int:
         args.json,
         {"baseline_local": baseline, **campaign_payload(rows, params)},
         schema="bench.campaign",
+        version=CAMPAIGN_SCHEMA_VERSION,
+        measured=[m.onnx for m in models],
     )
     return 0
 

@@ -185,6 +185,7 @@ def main() -> int:
             "table": table,
         },
         schema="bench.chunking",
+        measured=[tempfile.gettempdir()],
     )
     print(f"wrote {args.json}")
     return 0

@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(
         args.json,
         {
-            "file_size": size,
+            "file_size_bytes": size,
             "reps": args.reps,
             "random_ops": {"cold": args.count, "warm": args.count_warm},
             "rows": rows,
@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
             "fio": fio_version.strip(),
         },
         schema="bench.probe_vs_fio",
+        version=2,  # 2: file_size -> file_size_bytes
+        # the file lived (and was measured) in a temporary directory under this one
+        measured=[args.dir or tempfile.gettempdir()],
     )
     return 0
 

@@ -221,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         "rounds_raw": results,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.json, out, schema="bench.sim_server", tools=True)
+    write_json(
+        args.json, out, schema="bench.sim_server", tools=True, measured=[tempfile.gettempdir()]
+    )
     print(f"wrote {args.json}")
     return 0
 

@@ -298,7 +298,7 @@ def main() -> int:
                 "http_limit_bytes_per_s": d["http"],
                 "simfs_bytes_per_s": d["mount"],
                 f"simfs_prefetch{args.prefetch}_bytes_per_s": d["prefetch"],
-                "median": {
+                "median_bytes_per_s": {
                     "http": med(d["http"]),
                     "simfs": med(d["mount"]),
                     "prefetch": med(d["prefetch"]),
@@ -309,7 +309,8 @@ def main() -> int:
         "command": " ".join(sys.argv),
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.json, result, schema="bench.simfs")
+    # 2: cold.*.median -> median_bytes_per_s; the mounts lived under the temporary directory
+    write_json(args.json, result, schema="bench.simfs", version=2, measured=[tempfile.gettempdir()])
     print(f"\nwrote {args.json}")
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 
+from cvmfs_modelio.core.jsonout import write_json
 from cvmfs_modelio.core.units import fmt_ns
 from cvmfs_modelio.models.synthetic import make_model
 from cvmfs_modelio.trace.tracer import traced_env
@@ -243,9 +243,8 @@ def main() -> int:
     }
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmpf = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmpf.write_text(json.dumps(doc, indent=1))
-    os.replace(tmpf, out)
+    # the envelope (schema, time, command line, environment) like every result file
+    write_json(out, doc, schema="bench.tracer", measured=[tempfile.gettempdir()])
     return 0
 
 

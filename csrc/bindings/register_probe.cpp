@@ -155,6 +155,8 @@ void register_probe(py::module_& m) {
         d["t_end_ns"] = r.t_end_ns;
         d["residency_before"] = residency_dict(r.before);
         d["residency_after"] = residency_dict(r.after);
+        d["ran"] = r.ran;
+        d["cold_flush"] = r.cold_flush;
         d["cold_evicted"] = r.cold_evicted;
         d["cold_left_pages"] = r.cold_left;
         d["cold_dirty_pages"] = r.cold_dirty;

@@ -225,12 +225,29 @@ ProbeResult Probe::run(Event* out) {
   const bool trusted = residency_trusted(st_, path);
 
   if (cfg_.cold) {
+    // DONTNEED drops clean pages only: a file just written keeps its dirty pages (and
+    // stays warm) until they are written back, so write them back first.  fdatasync works
+    // on a read-only descriptor; a file system that cannot sync (read-only, FUSE without
+    // fsync, special files) has nothing dirty to write back.
+    const int err = ::fdatasync(fd_.get()) == 0 ? 0 : errno;
+    if (err == 0) {
+      res.cold_flush = "ok";
+    } else if (err == EROFS || err == EINVAL || err == ENOSYS || err == EOPNOTSUPP) {
+      res.cold_flush = errname(err);
+    } else {
+      throw_errno(err, path + ": fdatasync before eviction");
+    }
     const int rc = ::posix_fadvise(fd_.get(), 0, 0, POSIX_FADV_DONTNEED);
     if (rc != 0) throw_errno(rc, path + ": posix_fadvise(DONTNEED)");
     const Residency r = measure_residency(fd_.get(), size, page, trusted, path, cfg_.mincore);
     res.cold_left = r.pages;
     res.cold_dirty = r.dirty;
     res.cold_evicted = r.trusted && r.pages == 0;
+    if (r.trusted && r.pages > 0) {
+      // Not cold: run nothing rather than time a warm file as a cold one.
+      res.ran = false;
+      return res;
+    }
   }
   if (!cfg_.fadvise.empty()) {
     const int rc = ::posix_fadvise(fd_.get(), 0, 0, fadvise_advice(cfg_.fadvise));

@@ -29,7 +29,8 @@ struct ProbeConfig {
   int threads = 1;
   std::string fadvise;  // "" = no hint
   std::string madvise;  // "" = no hint (mmap patterns only)
-  bool cold = false;    // evict the file (fadvise DONTNEED) before the run, and check
+  bool cold = false;    // flush (fdatasync) and evict (fadvise DONTNEED) the file before the
+                        // run, and check; pages left (trusted residency): nothing is run
   bool faults = false;  // minor/major faults per operation (getrusage RUSAGE_THREAD)
   Verify verify = Verify::kNone;
   bool mincore = false;  // measure residency with mincore even where cachestat exists
@@ -41,6 +42,8 @@ struct ProbeResult {
   std::int64_t t_end_ns = 0;    // after the last thread finished
   Residency before;             // after eviction and hints, just before the run
   Residency after;
+  bool ran = true;                // false: cold asked and pages were left, no operation run
+  std::string cold_flush;         // fdatasync before the eviction: "ok" or why not ("EROFS")
   bool cold_evicted = false;      // cold asked and residency 0 afterwards (trusted)
   std::int64_t cold_left = -1;    // pages still resident after the eviction (-1: unknown)
   std::int64_t cold_dirty = -1;   // of which dirty (cachestat only; -1: unknown)

@@ -15,6 +15,7 @@ methods whichever client serves it:
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import shutil
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvmfs_modelio.chunks.layouts import Layout, read_cvmfs_layout
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import MeasurementError, UsageError
 from cvmfs_modelio.sim.mount import FSTYPE as SIM_FSTYPE
 from cvmfs_modelio.sim.mount import cleanup_mount, mounts, parse_counters, read_counters
 
@@ -64,22 +65,47 @@ def find_mount(path: str | os.PathLike[str]) -> MountInfo:
     return MountInfo(Path(best[0]), best[1], best[2], kind)
 
 
-def drop_page_cache(paths: Iterable[str | os.PathLike[str]]) -> int:
-    """Evict the kernel page cache of each file (``posix_fadvise(DONTNEED)``); files done.
+# fdatasync errors that mean "nothing to write back here" (read-only or FUSE file systems).
+_NO_SYNC = (errno.EROFS, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 
-    Opening a file is needed for the call: on CVMFS an unchunked file whose object is not
-    in the client cache is downloaded by that open (the real client does the same).
+
+def drop_page_cache(paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Evict the kernel page cache of each file and check it; the number of files done.
+
+    Each file's dirty pages are written back first (``fdatasync``: DONTNEED drops clean
+    pages only), then ``posix_fadvise(DONTNEED)``; a file that still has pages resident
+    afterwards (another process maps it) raises MeasurementError: a run after it would not
+    be cold.  Opening a file is needed for the call: on CVMFS an unchunked file whose
+    object is not in the client cache is downloaded by that open (the real client does
+    the same).
     """
+    from cvmfs_modelio import _native
+
     n = 0
     for p in paths:
+        name = os.fspath(p)
         try:
             fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
-            raise UsageError(f"{os.fspath(p)}: cannot open: {e.strerror}") from None
+            raise UsageError(f"{name}: cannot open: {e.strerror}") from None
         try:
+            try:
+                os.fdatasync(fd)
+            except OSError as e:
+                if e.errno not in _NO_SYNC:
+                    raise UsageError(f"{name}: fdatasync before eviction: {e.strerror}") from None
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            size = os.fstat(fd).st_size
         finally:
             os.close(fd)
+        if size > 0:
+            left = int(_native.probe_resident_pages(name).sum())
+            if left:
+                total = -(-size // os.sysconf("SC_PAGESIZE"))
+                raise MeasurementError(
+                    f"{name}: cold run refused: {left} of {total} pages still in the page "
+                    "cache after fdatasync and eviction; is another process mapping it?"
+                )
         n += 1
     return n
 
@@ -139,14 +165,16 @@ class CvmfsMount:
     def clear_caches(self, paths: Iterable[str | os.PathLike[str]] = ()) -> None:
         """Cold state: empty the client cache and drop the page cache of ``paths``.
 
-        The emulated client drops the page cache of every file itself (FUSE inode
-        invalidation) without opening them; on a real mount the given files are evicted
-        with fadvise *before* the cache cleanup, so that their opens hit the cache.
+        The given files are evicted (fdatasync + fadvise) and checked *before* the cache
+        cleanup, so that their opens hit the client cache; the emulated client then also
+        drops the page cache of every file itself (FUSE inode invalidation).
         """
+        # Evicted and checked while the client cache is still warm (opening a file then
+        # fetches nothing); the emulated client also invalidates every inode's pages.
+        drop_page_cache(paths)
         if self.kind == SIM:
             cleanup_mount(self.root)
             return
-        drop_page_cache(paths)
         self._talk("cleanup 0")
 
     def drop_page_cache(self, paths: Iterable[str | os.PathLike[str]]) -> int:

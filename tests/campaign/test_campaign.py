@@ -64,7 +64,10 @@ def test_cold_load_fetches_exactly_the_chunks_ort_read(tmp_path: Path) -> None:
         data_obj = stored_objects(m.data, data_layout)
         onnx_f, data_f = row.files
         assert (onnx_f.path, data_f.path) == ("/ext/ext.onnx", "/ext/ext.onnx.data")
-        assert onnx_f.size == m.onnx.stat().st_size and data_f.size == m.data.stat().st_size
+        assert (
+            onnx_f.size_bytes == m.onnx.stat().st_size
+            and data_f.size_bytes == m.data.stat().st_size
+        )
         # The .onnx is fetched whole at open; prepacking reads every chunk of the .data.
         assert onnx_f.chunks == 1 and onnx_f.chunks_fetched_cold == [0]
         assert data_f.chunks == data_layout.n_chunks
@@ -79,12 +82,12 @@ def test_cold_load_fetches_exactly_the_chunks_ort_read(tmp_path: Path) -> None:
         warm = [r for r in row.runs if r.cache == "warm"]
         assert len(cold) == len(warm) == 2
         assert [r.objects_fetched for r in cold] == [row.chunks_total] * 2
-        assert [r.bytes_fetched for r in cold] == [want_bytes] * 2
+        assert [r.fetched_bytes for r in cold] == [want_bytes] * 2
         assert row.objects_fetched == row.chunks_total
-        assert row.bytes_fetched == row.expected_bytes == want_bytes
+        assert row.fetched_bytes == row.expected_bytes == want_bytes
         # Warm: client cache hot, page cache dropped: nothing on the network.
-        assert [(r.objects_fetched, r.bytes_fetched) for r in warm] == [(0, 0)] * 2
-        assert row.warm_objects_fetched == row.warm_bytes_fetched == 0
+        assert [(r.objects_fetched, r.fetched_bytes) for r in warm] == [(0, 0)] * 2
+        assert row.warm_objects_fetched == row.warm_fetched_bytes == 0
         assert all(r.session_ns > 0 and r.first_inference_ns > 0 for r in row.runs)
     assert rows[0].chunks_total > 2  # the chunked store really cut the .data
 
@@ -103,9 +106,11 @@ def test_experiment_on_a_real_cms_model(tmp_path: Path, capsys: pytest.CaptureFi
     (want,) = stored_objects(model, whole_layout(model.stat().st_size))
     assert (row["model"], row["config"]) == ("particle-net", "unchunked")
     assert row["model_bytes"] == model.stat().st_size
-    assert (row["objects_fetched"], row["bytes_fetched"]) == (1, want[1])
-    assert (row["warm_objects_fetched"], row["warm_bytes_fetched"]) == (0, 0)
-    assert doc["campaign"]["bandwidth"] == 100 * MiB and doc["campaign"]["rtt_ms"] == 1.0
+    assert (row["objects_fetched"], row["fetched_bytes"]) == (1, want[1])
+    assert (row["warm_objects_fetched"], row["warm_fetched_bytes"]) == (0, 0)
+    assert (
+        doc["campaign"]["bandwidth_bytes_per_s"] == 100 * MiB and doc["campaign"]["rtt_ms"] == 1.0
+    )
     assert "kernel" in doc["environment"]
 
 
@@ -130,7 +135,7 @@ def test_demo_prints_both_tables_and_writes_json(
     ]
     for r in crows:
         assert r["objects_fetched"] == r["chunks_fetched"] == r["chunks_total"]
-        assert r["bytes_fetched"] == r["expected_bytes"]
+        assert r["fetched_bytes"] == r["expected_bytes"]
         assert r["warm_objects_fetched"] == 0
     assert [f["path"] for f in crows[1]["files"]] == [
         "/external/external.onnx",
@@ -163,7 +168,9 @@ def test_parse_configs() -> None:
     assert (got[1].min_size, got[1].avg_size, got[1].max_size) == (MiB, 2 * MiB, 4 * MiB)
     assert got[2].chunking is False
     assert parse_configs("16KiB/32KiB/64KiB")[0].label == "16.0KiB/32.0KiB/64.0KiB"
-    with pytest.raises(UsageError, match=r"^--configs: '4M/8M' is not MIN/AVG/MAX or whole$"):
+    with pytest.raises(
+        UsageError, match=r"^--configs: xor32 chunk sizes: expected MIN/AVG/MAX, got '4M/8M'$"
+    ):
         parse_configs("4M/8M")
     with pytest.raises(UsageError, match=r"^--configs: 'whole,unchunked' names a configuration"):
         parse_configs("whole,unchunked")
@@ -182,7 +189,7 @@ def test_parse_configs_hostile_input(text: str) -> None:
 
 
 def test_model_errors(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"no-such\.onnx: no such model file$"):
+    with pytest.raises(UsageError, match=r"no-such\.onnx: no such file or directory$"):
         model_from_path(tmp_path / "no-such.onnx")
     with pytest.raises(UsageError, match=r": is a directory \(give the \.onnx files\)$"):
         model_from_path(tmp_path)

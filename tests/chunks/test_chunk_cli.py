@@ -60,9 +60,11 @@ def test_chunks_xor32_json_and_list(
     assert rc == 0
     expected = _native.xor32_offsets(rnd.read_bytes(), 64 * KIB, 128 * KIB, 512 * KIB).tolist()
     doc = json.loads(j.read_text())
-    assert [c["offset"] for c in doc["chunks"]] == expected
+    assert [c["offset_bytes"] for c in doc["chunks"]] == expected
     assert doc["source"] == "xor32" and doc["n_chunks"] == len(expected)
-    assert doc["params"] == {"min": 65536, "avg": 131072, "max": 524288}
+    assert doc["params"] == {"min_bytes": 65536, "avg_bytes": 131072, "max_bytes": 524288}
+    assert doc["file_size_bytes"] == 3 << 20
+    assert doc["schema"] == {"name": "cvmfs-modelio.chunks", "version": 2}
     assert "kernel" in doc["environment"]
     assert f"{len(expected)} chunks:" in out
     assert "layout: xor32 64.0 KiB/128.0 KiB/512.0 KiB" in out
@@ -80,11 +82,11 @@ def test_chunks_fixed_and_fastcdc(rnd: Path, capsys: pytest.CaptureFixture[str])
     rc, out, _ = run_cli(["chunks", str(rnd), "--fixed", "1MiB"], capsys)
     assert rc == 0 and "3 chunks:" in out and "layout: fixed 1.0 MiB" in out
     rc, out, _ = run_cli(
-        ["chunks", str(rnd), "--fastcdc", "64KiB,256KiB,1MiB", "--json", "-"], capsys
+        ["chunks", str(rnd), "--fastcdc", "64KiB/256KiB/1MiB", "--json", "-"], capsys
     )
     doc = json.loads(out[out.index("{") :])
     expected = _native.chunk_offsets(rnd.read_bytes(), "fastcdc", 64 * KIB, 256 * KIB, 1 << 20)
-    assert [c["offset"] for c in doc["chunks"]] == expected.tolist()
+    assert [c["offset_bytes"] for c in doc["chunks"]] == expected.tolist()
 
 
 @pytest.mark.parametrize(
@@ -94,9 +96,9 @@ def test_chunks_fixed_and_fastcdc(rnd: Path, capsys: pytest.CaptureFixture[str])
         (["--min", "8M"], "chunk sizes must satisfy min < avg < max, got 8388608, 8388608"),
         (["--min", "1M", "--avg", "4M", "--max", "2M"], "min < avg < max"),
         (["--avg", "lots"], "--avg: cannot parse size 'lots'"),
-        (["--fixed", "0"], "--fixed: chunk size must be at least 1 byte"),
+        (["--fixed", "0"], "--fixed: '0' is less than 1 bytes"),
         (["--fastcdc", "1M,2M"], "--fastcdc: expected MIN/AVG/MAX"),
-        (["--fastcdc", "32,64,128"], "FastCDC min chunk size must be at least 64 bytes"),
+        (["--fastcdc", "32/64/128"], "FastCDC min chunk size must be at least 64 bytes"),
         (["--min", "1M", "--fixed", "1M"], "cannot be combined"),
     ],
 )
@@ -126,7 +128,10 @@ def test_console_script_exit_status(rnd: Path) -> None:
         pytest.skip("console script not on PATH")
     r = subprocess.run([exe, "chunks", str(rnd), "--min", "31"], capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr == "cvmfs-modelio: min chunk size must be at least 32 bytes, got 31\n"
+    assert (
+        r.stderr
+        == "cvmfs-modelio: --min/--avg/--max: min chunk size must be at least 32 bytes, got 31\n"
+    )
 
 
 def write_trace(path: Path, target: Path, rows: list[tuple[int, int, int, int, int]]) -> None:
@@ -207,8 +212,11 @@ def test_analyze_errors(rnd: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     for args, msg in [
         (["--layout", "1M/512K/2M"], "min < avg < max"),
         (["--layout", "rabin:1/2/3"], "unknown chunker 'rabin'"),
-        (["--layout", "fixed", "--rtt-ms", "-1"], "--rtt-ms must be between 0"),
-        (["--layout", "fixed", "--bandwidth", "fast"], "--bandwidth: cannot parse size"),
+        (["--layout", "fixed", "--rtt-ms", "-1"], "--rtt-ms: -1 is less than 0"),
+        (
+            ["--layout", "fixed", "--bandwidth", "fast"],
+            "--bandwidth: cannot parse bandwidth 'fast'",
+        ),
         (["--layout", "fixed", "--file", "/not/in/trace"], "no file '/not/in/trace'"),
         (["--layout", "fixed", "--file", "/gone/other.bin"], "is not here to chunk"),
         (["--layout", "nope"], "--layout: 'nope' is no file, and no chunker: "),
@@ -250,7 +258,7 @@ def test_sweep_trace_and_plain_file(
     assert len(doc["rows"]) == 6
     data, odata = rnd.read_bytes(), other.read_bytes()
     for row in doc["rows"]:
-        mn, avg, mx = row["min"], row["avg"], row["max"]
+        mn, avg, mx = row["min_bytes"], row["avg_bytes"], row["max_bytes"]
         offs = _native.xor32_offsets(data, mn, avg, mx).tolist()
         bounds = [*offs, len(data)]
         touched = {
@@ -406,3 +414,45 @@ def test_sweep_of_an_empty_file_writes_strict_json(
     (row,) = doc["rows"]
     assert row["requested_bytes"] == 0 and row["fetched_bytes"] == 0
     assert row["amplification"] is None
+
+
+def test_sweep_of_a_real_trace_skips_a_file_that_changed_since(tmp_path: Path) -> None:
+    """A trace without --match holds every file the program read; one that grew since
+    (as ONNX Runtime's cache database does) is skipped with a note, not fatal (issue 8)."""
+    model = tmp_path / "m.bin"
+    model.write_bytes(np.random.Generator(np.random.PCG64(5)).bytes(2 << 20))
+    db = tmp_path / "cache.db"
+    db.write_bytes(b"x" * 294912)
+    prog = f"open({str(model)!r}, 'rb').read(); open({str(db)!r}, 'rb').read()"
+    trace = tmp_path / "trace"
+    cli = [sys.executable, "-m", "cvmfs_modelio.cli"]
+    subprocess.run([*cli, "trace", "-o", str(trace), "--", sys.executable, "-c", prog], check=True)
+    with open(db, "ab") as f:
+        f.write(b"y" * (331776 - 294912))
+    out = tmp_path / "s.json"
+    r = subprocess.run(
+        [*cli, "sweep", str(trace), "--avg", "512KiB", "--json", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"note: {trace}: {db} was 294912 bytes when traced, now 331776; skipped" in r.stdout
+    doc = json.loads(out.read_text())
+    paths = [f["path"] for f in doc["files"]]
+    assert str(model) in paths and str(db) not in paths
+    # Without --match the program's other reads (Python itself) are in the corpus too.
+    assert len(paths) > 1
+
+
+def test_sweep_with_nothing_left_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"z" * 100_000)
+    trace = tmp_path / "t.cmioev"
+    write_trace(trace, f, [(10, Op.READ, 0, 1000, 3)])
+    f.write_bytes(b"z" * 100_001)
+    rc, out, err = run_cli(["sweep", str(trace), "--avg", "64KiB"], capsys)
+    assert rc == 2
+    assert f"note: {trace}: {f} was 100000 bytes when traced, now 100001; skipped" in out
+    assert err == "cvmfs-modelio: sweep: no file left to analyse (see the notes above)\n"

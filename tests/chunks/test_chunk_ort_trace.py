@@ -59,5 +59,9 @@ def test_ort_external_data_load_touches_every_chunk(
     for row in doc["rows"]:
         assert row["fetched_bytes"] == size + onnx_size
         assert row["amplification"] == 1.0
-        n = len(_native.xor32_offsets(m.data.read_bytes(), row["min"], row["avg"], row["max"]))
+        n = len(
+            _native.xor32_offsets(
+                m.data.read_bytes(), row["min_bytes"], row["avg_bytes"], row["max_bytes"]
+            )
+        )
         assert row["n_chunks"] == n + 1

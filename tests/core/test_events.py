@@ -91,5 +91,5 @@ def test_truncated_file_is_one_line_error(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(EventFileError, match=r"/nope: cannot read: No such file or directory$"):
+    with pytest.raises(EventFileError, match=r"/nope: no such file or directory$"):
         read_event_file(tmp_path / "nope")

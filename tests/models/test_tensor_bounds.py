@@ -76,5 +76,5 @@ def test_tensor_aware_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     junk.unlink()
     with pytest.raises(UsageError, match="no ONNX model beside it"):
         tensor_ranges(lone)
-    assert main(["chunks", str(lone), "--tensor-aware", "64KiB,32KiB,1MiB"]) == 2
+    assert main(["chunks", str(lone), "--tensor-aware", "64KiB/32KiB/1MiB"]) == 2
     assert "min < avg < max" in capsys.readouterr().err

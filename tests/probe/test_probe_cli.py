@@ -95,7 +95,7 @@ def test_permission_denied(root_only_file: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_block_zero(small: Path) -> None:
-    bad([str(small), "--block", "0"], f"{small}: block size must be > 0")
+    bad([str(small), "--block", "0"], "--block: '0' is less than 1 bytes")
 
 
 def test_block_larger_than_file_for_random(small: Path) -> None:
@@ -112,7 +112,7 @@ def test_block_larger_than_file_for_random(small: Path) -> None:
 def test_count_zero(small: Path) -> None:
     bad(
         [str(small), "--pattern", "rand", "--block", "10", "--count", "0"],
-        f"{small}: count must be > 0",
+        "--count: 0 is less than 1",
     )
 
 
@@ -123,23 +123,25 @@ def test_count_not_a_number(small: Path) -> None:
 def test_unknown_pattern(small: Path) -> None:
     bad(
         [str(small), "--pattern", "zigzag"],
-        f"{small}: unknown pattern 'zigzag' (valid: {PATTERNS})",
+        "--pattern: invalid choice: 'zigzag' (choose from "
+        + ", ".join(f"'{p}'" for p in PATTERNS.split(", "))
+        + ")",
     )
 
 
 def test_unknown_fadvise(small: Path) -> None:
     bad(
         [str(small), "--fadvise", "fast"],
-        f"{small}: unknown fadvise hint 'fast' "
-        "(valid: normal, sequential, random, willneed, dontneed, noreuse)",
+        "--fadvise: invalid choice: 'fast' (choose from 'normal', 'sequential', 'random', "
+        "'willneed', 'dontneed', 'noreuse')",
     )
 
 
 def test_unknown_madvise(small: Path) -> None:
     bad(
         [str(small), "--pattern", "mmap-seq", "--madvise", "dontfork"],
-        f"{small}: unknown madvise hint 'dontfork' "
-        "(valid: normal, sequential, random, willneed, hugepage)",
+        "--madvise: invalid choice: 'dontfork' (choose from 'normal', 'sequential', "
+        "'random', 'willneed', 'hugepage')",
     )
 
 
@@ -158,8 +160,8 @@ def test_bad_size(small: Path) -> None:
 
 
 def test_threads_out_of_range(small: Path) -> None:
-    bad([str(small), "--threads", "0"], f"{small}: threads must be >= 1")
-    bad([str(small), "--threads", "1025"], f"{small}: threads must be <= 1024, got 1025")
+    bad([str(small), "--threads", "0"], "--threads: 0 is less than 1")
+    bad([str(small), "--threads", "1025"], "--threads: 1025 is more than 1024")
 
 
 def test_replay_needs_a_list(small: Path) -> None:
@@ -240,14 +242,24 @@ def test_probe_prints_table_and_writes_json(tmp_path: Path) -> None:
     assert lines["operations"] == "500 (0 failed)"
     assert lines["bytes"] == "2.0 MiB (2048000 B)"
     assert lines["threads"] == "2"
-    assert lines["cold"] == "evicted (0 pages resident)"
+    assert lines["cold"] == "evicted (fdatasync ok; 0 pages resident)"
+    assert "NOT" not in lines
     assert lines["hints"] == "fadvise(random)=ok"
     assert lines["verify"] == "file: 0 bad bytes in 0 ops"
     assert lines["resident"].startswith("before 0/768 pages  after ")
     data = json.loads(out.read_text())
     s = data["summary"]
-    assert s["ops"] == 500 and s["bytes"] == 2048000 and s["residency_before"] == 0
-    assert s["params"] == {"block": 4096, "stride": 8192, "count": 500, "align": 4096, "seed": 4}
+    assert s["ops"] == 500 and s["read_bytes"] == 2048000 and s["resident_pages_before"] == 0
+    assert s["file_size_bytes"] == 3 << 20 and s["file_pages"] == 768
+    assert s["throughput_bytes_per_s"] > 0 and s["not_cold"] is None
+    assert s["params"] == {
+        "block_bytes": 4096,
+        "stride_bytes": 8192,
+        "ops": 500,
+        "align_bytes": 4096,
+        "seed": 4,
+    }
+    assert data["schema"] == {"name": "cvmfs-modelio.probe", "version": 2}
     assert set(s["latency_ns"]) == {"min", "p50", "p90", "p99", "p999", "max", "mean"}
     assert data["environment"]["kernel"] == os.uname().release
     assert not list(tmp_path.glob(".r.json.*"))  # no temp file left behind
@@ -258,3 +270,32 @@ def test_probe_prints_table_and_writes_json(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "operations  2 (0 failed)" in r.stdout
     assert "hints       madvise(sequential)=ok" in r.stdout
+
+
+def test_cold_right_after_writing_is_cold(tmp_path: Path) -> None:
+    """The README's probe --cold on a model written a moment ago (issue 8: it printed
+    'eviction FAILED', then warm numbers, and exited 0): flushed, evicted, cold."""
+    f = tmp_path / "m.onnx.data"
+    f.write_bytes(os.urandom(4 << 20))  # dirty pages, no sync
+    r = run_cli("probe", str(f), "--pattern", "rand", "--block", "4KiB", "--count", "100", "--cold")
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(None, 1) for line in r.stdout.splitlines())
+    assert lines["cold"] == "evicted (fdatasync ok; 0 pages resident)"
+    assert lines["resident"].startswith("before 0/1024 pages  after ")
+
+
+def test_cold_that_cannot_evict_exits_1_with_one_line(tmp_path: Path) -> None:
+    import mmap
+
+    f = write_pattern_file(tmp_path / "held.bin", 64 * 4096)
+    out = tmp_path / "r.json"
+    with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        _ = sum(m[off] for off in range(0, 64 * 4096, 4096))  # every page mapped here
+        r = run_cli("probe", str(f), "--cold", "--json", str(out))
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr == (
+        f"cvmfs-modelio: {f}: cold run refused: 64 of 64 pages still in the page cache after "
+        "fdatasync (ok) and eviction; is another process mapping or writing it?\n"
+    )
+    assert not out.exists()

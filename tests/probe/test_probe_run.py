@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvmfs_modelio import _native
+from cvmfs_modelio.core.errors import MeasurementError
 from cvmfs_modelio.core.events import EVENT_DTYPE, Op, Source
 from cvmfs_modelio.probe import probe
 from cvmfs_modelio.probe.engine import FADVISE_HINTS, MADVISE_HINTS, PAGE_SIZE, plan
@@ -170,16 +171,34 @@ def test_cold_evicts_to_zero_resident_pages(pfile: Path) -> None:
     assert s.residency_method == "cachestat"
 
 
-def test_cold_reports_failed_eviction_of_mapped_pages(pfile: Path) -> None:
+def test_cold_refuses_to_run_when_mapped_pages_stay(pfile: Path) -> None:
+    """Pages another mapping holds cannot be evicted: the run is refused, never reported."""
+    pages = -(-pfile.stat().st_size // PAGE_SIZE)
     with open(pfile, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         for off in range(0, 10 * PAGE_SIZE, PAGE_SIZE):
             _ = m[off]  # map 10 pages into this process: DONTNEED cannot drop them
-        res = probe(pfile, "rand", block=4096, count=5, cold=True)
-        s = res.summary
-        assert s.cold_evicted is False
-        assert s.cold_left_pages is not None and s.cold_left_pages >= 10
-        assert s.residency_before == s.cold_left_pages
-        assert s.cold_dirty_pages == 0  # mapped, not dirty
+        with pytest.raises(MeasurementError) as e:
+            probe(pfile, "rand", block=4096, count=5, cold=True)
+    left = int(str(e.value).split(": cold run refused: ")[1].split()[0])
+    assert 10 <= left <= pages
+    assert str(e.value) == (
+        f"{pfile}: cold run refused: {left} of {pages} pages still in the page cache after "
+        "fdatasync (ok) and eviction; is another process mapping or writing it?"
+    )
+
+
+def test_cold_flushes_a_file_just_written(tmp_path: Path) -> None:
+    """A file written a moment ago has dirty pages DONTNEED cannot drop: --cold writes
+    them back first (fdatasync), so the run is really cold (issue 8: it reported warm
+    numbers as cold)."""
+    path = tmp_path / "fresh.bin"
+    with open(path, "wb") as f:
+        f.write(np.random.Generator(np.random.PCG64(3)).bytes(4 << 20))  # no fsync
+    res = probe(path, "seq", block=1 << 20, cold=True)
+    s = res.summary
+    assert s.cold_flush == "ok" and s.cold_evicted is True and s.cold_left_pages == 0
+    assert s.residency_before == 0 and s.not_cold is None
+    assert s.residency_after == s.total_pages == 1024
 
 
 def test_mmap_touches_exactly_the_asked_pages(tmp_path: Path) -> None:
@@ -211,6 +230,8 @@ def test_mmap_rand_touches_exactly_its_pages(tmp_path: Path) -> None:
     resident = set(np.flatnonzero(_native.probe_resident_pages(str(path))).tolist())
     assert resident == want
     assert res.summary.residency_after == len(want)
+    # 0 pages at the start: cold, whatever the run brought in.
+    assert res.summary.not_cold is None
 
 
 @pytest.mark.parametrize("hint", FADVISE_HINTS)
@@ -222,6 +243,10 @@ def test_fadvise_hints_are_applied_and_reported(pfile: Path, hint: str) -> None:
 def test_fadvise_dontneed_and_willneed_act(pfile: Path) -> None:
     s = probe(pfile, "rand", block=4096, count=1, cold=True, fadvise="willneed").summary
     assert s.residency_before == s.total_pages  # willneed read the whole (small) file in
+    # Evicted, then warmed by the hint: the run is flagged, in the summary and the JSON.
+    assert s.cold_evicted is True
+    assert s.not_cold == f"{s.total_pages} of {s.total_pages} pages resident at the start"
+    assert s.to_dict()["not_cold"] == s.not_cold
     s = probe(pfile, "rand", block=4096, count=1, fadvise="dontneed").summary
     assert s.residency_before == 0
 
@@ -250,6 +275,7 @@ def test_untrusted_residency_when_not_root_and_not_writable(tmp_path: Path) -> N
         s = res.summary
         assert s.residency_before == "untrusted" and s.residency_after == "untrusted"
         assert s.cold_evicted is None and s.cold_left_pages is None
+        assert s.not_cold == "residency not verifiable (untrusted): cold not guaranteed"
         assert s.bytes == 10000
     finally:
         for p in d.iterdir():

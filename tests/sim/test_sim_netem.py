@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -137,7 +136,7 @@ def test_bad_parameters() -> None:
         NetemProxy("127.0.0.1", 1, rtt_ms=-1)
 
 
-@pytest.mark.skipif(shutil.which("squid") is None, reason="squid not installed")
+@pytest.mark.tools("squid")
 def test_squid_sits_on_the_client_side_of_the_wan(store: Path) -> None:
     """A cache hit in the site squid does not cross the emulated WAN (no RTT paid)."""
     small, _ = _objects(store)

@@ -358,7 +358,8 @@ def test_json_output(tmp_path: Path) -> None:
     assert main(["sim", "publish", str(src), str(tmp_path / "s"), "--json", str(out)]) == 0
     j = json.loads(out.read_text())
     assert j["result"]["files"] == 1 and j["result"]["revision"] == 1
-    assert j["result"]["bytes_added"] == len(zlib.compress(b"abc", 6))
+    assert j["result"]["added_bytes"] == len(zlib.compress(b"abc", 6))
+    assert j["params"]["min_bytes"] == 4 << 20 and j["schema"]["version"] == 2
     assert set(j["result"]["stage_ns"]) >= {"read", "chunk", "compress", "hash", "write"}
     assert j["environment"]["kernel"] == os.uname().release
 
@@ -558,7 +559,7 @@ def test_bad_stores(tmp_path: Path, capsys: Any) -> None:
         err = capsys.readouterr().err
         assert rc == 2 and message in err, err
     rc = main(["sim", "publish", str(tmp_path / "missing"), str(tmp_path / "s")])
-    assert rc == 2 and "missing: not a directory" in capsys.readouterr().err
+    assert rc == 2 and "missing: no such file or directory" in capsys.readouterr().err
     with pytest.raises(UsageError, match="no published revision"), open_store_catalog(src):
         pass
 

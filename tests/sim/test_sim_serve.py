@@ -29,8 +29,8 @@ from cvmfs_modelio.sim.server import ServerStack, serve
 from cvmfs_modelio.sim.store import MANIFEST
 from tests.conftest import CMS_MODELS
 
-needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
-needs_squid = pytest.mark.skipif(shutil.which("squid") is None, reason="squid not installed")
+needs_nginx = pytest.mark.tools("nginx")
+needs_squid = pytest.mark.tools("squid")
 
 
 @pytest.fixture(scope="module")
@@ -427,6 +427,57 @@ def test_cli_serve_logs_and_stops_on_sigterm(store: Path, tmp_path: Path) -> Non
     ]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _get_seconds(url: str, path: str) -> float:
+    """Wall time of one GET on a new connection (what a fresh client pays)."""
+    t0 = time.monotonic()
+    status = _get(url, path)[0]
+    assert status == 200
+    return time.monotonic() - t0
+
+
+def test_cli_port_is_what_clients_use_and_pays_the_rtt(store: Path) -> None:
+    """``--port`` with ``--rtt-ms`` is the WAN emulator's port: a GET there pays the RTT;
+    the origin gets its own port and the startup lines name both (issue 8)."""
+    port = _free_port()
+    p, url = _start_cli(str(store), "--port", str(port), "--rtt-ms", "100")
+    try:
+        assert url == f"http://127.0.0.1:{port}"
+        assert p.stdout is not None
+        origin_line = p.stdout.readline()
+        assert origin_line.startswith("origin   http://127.0.0.1:"), origin_line
+        origin = origin_line.split()[1]
+        assert origin != url
+        through = [_get_seconds(url, "/" + MANIFEST) for _ in range(3)]
+        direct = [_get_seconds(origin, "/" + MANIFEST) for _ in range(3)]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err
+    # A request and its answer pay one full RTT through the emulator, never less.
+    assert min(through) >= 0.100, through
+    assert min(direct) < 0.050, direct
+
+
+def test_cli_origin_port_is_the_stratum_behind_the_wan(store: Path) -> None:
+    port, oport = _free_port(), _free_port()
+    p, url = _start_cli(str(store), "--port", str(port), "--origin-port", str(oport), "--netem")
+    try:
+        assert p.stdout is not None
+        origin = p.stdout.readline().split()[1]
+        assert (url, origin) == (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{oport}")
+        assert _get(origin, "/" + MANIFEST)[0] == 200
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=20)
+
+
 @needs_nginx
 def test_cli_nginx_dies_with_killed_cli(store: Path) -> None:
     """SIGKILL of the command cannot leave an nginx behind (PR_SET_PDEATHSIG + process group)."""
@@ -454,9 +505,14 @@ def test_cli_serve_bad_input(store: Path, tmp_path: Path) -> None:
     for args, message in [
         ([str(tmp_path)], "not a published store"),
         ([str(store), "--port", "70000"], "--port: 70000 is not a TCP port"),
-        ([str(store), "--bandwidth", "fast"], "--bandwidth: cannot parse size"),
+        ([str(store), "--origin-port", "-1"], "--origin-port: -1 is not a TCP port"),
+        (
+            [str(store), "--origin-port", "8000"],
+            "--origin-port: only with the WAN emulator (--rtt-ms, --bandwidth or --netem)",
+        ),
+        ([str(store), "--bandwidth", "fast"], "--bandwidth: cannot parse bandwidth 'fast'"),
         ([str(store), "--fault", "boom:x"], "fault kind 'boom'"),
-        ([str(store), "--rtt-ms", "nan"], "--rtt-ms and --bandwidth must be finite, got nan, 0"),
+        ([str(store), "--rtt-ms", "nan"], "--rtt-ms: 'nan' is not a finite number"),
         ([str(store), "--log", str(tmp_path)], f"{tmp_path}: is a directory"),
         (
             [str(store), "--proxy-log", str(tmp_path / "no" / "p.cmtr")],

@@ -26,9 +26,7 @@ MiB = 1 << 20
 TIMEOUT_S = 1.0
 KINDS = ("404", "500", "slow", "reset", "truncate", "corrupt")
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists("/dev/fuse"), reason="needs root and /dev/fuse"
-)
+pytestmark = pytest.mark.fuse
 
 
 def _rand(seed: int, n: int) -> bytes:

@@ -50,9 +50,7 @@ from tests.sim.simfs_support import (
 MiB = 1 << 20
 KiB = 1 << 10
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists("/dev/fuse"), reason="needs root and /dev/fuse"
-)
+pytestmark = pytest.mark.fuse
 
 
 def _rand(seed: int, n: int) -> bytes:
@@ -722,7 +720,13 @@ def test_parse_counters_reads_cvmfs_talk_format() -> None:
 # ---------------------------------------------------------------- other servers, netem
 
 
-@pytest.mark.parametrize(("server_kind", "proxy"), [("nginx", None), ("builtin", "squid")])
+@pytest.mark.parametrize(
+    ("server_kind", "proxy"),
+    [
+        pytest.param("nginx", None, marks=pytest.mark.tools("nginx")),
+        pytest.param("builtin", "squid", marks=pytest.mark.tools("squid")),
+    ],
+)
 def test_reads_back_through_nginx_and_squid(
     tree: tuple[Path, Path], tmp_path: Path, server_kind: str, proxy: str | None
 ) -> None:

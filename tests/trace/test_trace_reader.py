@@ -67,6 +67,7 @@ def test_trace_info_totals(cat_trace: tuple[Path, Path, int]) -> None:
     assert int(reads["result"].sum()) == 2 * size
 
 
+@pytest.mark.tools("fio")
 def test_exports(cat_trace: tuple[Path, Path, int], tmp_path: Path) -> None:
     trace, _, size = cat_trace
     log = read_trace(trace)
@@ -106,7 +107,7 @@ def test_bad_traces_give_one_line(tmp_path: Path) -> None:
     r = subprocess.run([*CLI, "trace-info", str(tmp_path / "nope")], capture_output=True, text=True)
     assert (r.returncode, r.stderr) == (
         2,
-        f"cvmfs-modelio: {tmp_path / 'nope'}: no such trace (not a file or directory)\n",
+        f"cvmfs-modelio: {tmp_path / 'nope'}: no such file or directory\n",
     )
     r = subprocess.run([*CLI, "trace-info", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "no trace files" in r.stderr
@@ -178,7 +179,8 @@ def test_env_checks(tmp_path: Path) -> None:
         traced_env(tmp_path, [], sample_us=-1)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="perf tracepoints need root")
+@pytest.mark.root
+@pytest.mark.tools("perf")
 def test_perf_page_cache_events_on_the_same_clock(tmp_path: Path) -> None:
     f = tmp_path / "cold.bin"
     size = 1_000_000

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvmfs_modelio.chunks.layouts import Layout, parse_min_avg_max
+from cvmfs_modelio.chunks.layouts import Layout
 from cvmfs_modelio.core import units
 from cvmfs_modelio.core.errors import UsageError
 
@@ -79,22 +79,29 @@ DEFAULT_CONFIGS: tuple[ChunkConfig, ...] = (
 
 
 def parse_configs(text: str) -> list[ChunkConfig]:
-    """``4M/8M/16M,1M/2M/4M,whole``: comma-separated MIN/AVG/MAX triples or ``whole``.
+    """``4M/8M/16M,1M/2M/4M,whole``: comma-separated chunk specs (``parse_chunk_spec``).
 
-    Triples use ``/`` inside (``4MiB/8MiB/16MiB``); ``whole`` or ``unchunked`` stores files
-    as one object each.
+    The emulated publisher cuts as CVMFS does, so an entry is ``MIN/AVG/MAX`` (or
+    ``xor32:MIN/AVG/MAX``), or ``whole`` (``unchunked``): one object per file.
     """
+    from cvmfs_modelio.chunks.layouts import parse_chunk_spec
+
     out: list[ChunkConfig] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             raise UsageError(f"--configs: empty entry in {text!r}")
-        if part in ("whole", "unchunked"):
+        try:
+            spec = parse_chunk_spec(part)
+        except UsageError as e:
+            raise UsageError(f"--configs: {e}") from None
+        if spec.kind == "whole":
             out.append(ChunkConfig.whole())
+        elif spec.kind == "xor32":
+            out.append(ChunkConfig.chunked(spec.min_size, spec.avg_size, spec.max_size))
         else:
-            if part.count("/") != 2:
-                raise UsageError(f"--configs: {part!r} is not MIN/AVG/MAX or whole")
-            mn, avg, mx = parse_min_avg_max(part, "--configs")
-            out.append(ChunkConfig.chunked(mn, avg, mx))
+            raise UsageError(
+                f"--configs: {part!r}: CVMFS publishes with MIN/AVG/MAX (xor32) or whole only"
+            )
     labels = [c.label for c in out]
     if len(set(labels)) != len(labels):
         raise UsageError(f"--configs: {text!r} names a configuration twice")
@@ -149,7 +156,7 @@ def model_from_path(path: str | os.PathLike[str]) -> ModelFiles:
     if p.is_dir():
         raise UsageError(f"{p}: is a directory (give the .onnx files)")
     if not p.is_file():
-        raise UsageError(f"{p}: no such model file")
+        raise UsageError(f"{p}: no such file or directory")
     files = (p.resolve(), *external_data_files(p))
     return ModelFiles(p.stem, p.resolve(), files)
 
@@ -211,7 +218,7 @@ class FileResult:
     """One published file of a model under one configuration (sizes in bytes)."""
 
     path: str  # repository path
-    size: int
+    size_bytes: int
     chunks: int
     stored_bytes: int  # all its objects as stored (compressed)
     chunks_fetched_cold: list[int] = field(default_factory=list)  # indices, first cold rep
@@ -226,7 +233,7 @@ class Run:
     session_ns: int
     first_inference_ns: int
     objects_fetched: int
-    bytes_fetched: int
+    fetched_bytes: int
 
 
 @dataclass
@@ -240,14 +247,14 @@ class CampaignRow:
     chunks_fetched: int  # chunk objects in the client cache after the first cold load
     chunks_touched: int | None  # chunks ORT read (tracer), if traced
     objects_fetched: int  # median over cold runs (fetch.n_downloads)
-    bytes_fetched: int  # median over cold runs (download.sz_transferred_bytes)
+    fetched_bytes: int  # median over cold runs (download.sz_transferred_bytes)
     expected_bytes: int  # stored sizes of the fetched objects
     cold_session_ns: int
     cold_first_inference_ns: int
     warm_session_ns: int
     warm_first_inference_ns: int
     warm_objects_fetched: int  # max over warm runs
-    warm_bytes_fetched: int  # max over warm runs
+    warm_fetched_bytes: int  # max over warm runs
     files: list[FileResult]
     runs: list[Run]
 
@@ -430,7 +437,7 @@ def _measure_model(
     return CampaignRow(
         model=model.name,
         config=config.label,
-        model_bytes=sum(r.size for r in fres),
+        model_bytes=sum(r.size_bytes for r in fres),
         chunks_total=sum(r.chunks for r in fres),
         chunks_fetched=sum(len(r.chunks_fetched_cold) for r in fres),
         chunks_touched=(
@@ -439,14 +446,14 @@ def _measure_model(
             else None
         ),
         objects_fetched=_median([r.objects_fetched for r in cold]),
-        bytes_fetched=_median([r.bytes_fetched for r in cold]),
+        fetched_bytes=_median([r.fetched_bytes for r in cold]),
         expected_bytes=expected_bytes,
         cold_session_ns=_median([r.session_ns for r in cold]),
         cold_first_inference_ns=_median([r.first_inference_ns for r in cold]),
         warm_session_ns=_median([r.session_ns for r in warm]),
         warm_first_inference_ns=_median([r.first_inference_ns for r in warm]),
         warm_objects_fetched=max(r.objects_fetched for r in warm),
-        warm_bytes_fetched=max(r.bytes_fetched for r in warm),
+        warm_fetched_bytes=max(r.fetched_bytes for r in warm),
         files=fres,
         runs=runs,
     )
@@ -457,12 +464,14 @@ def run_campaign(
     params: CampaignParams | None = None,
     progress: Progress | None = None,
     workdir: str | os.PathLike[str] | None = None,
+    out: list[CampaignRow] | None = None,
 ) -> list[CampaignRow]:
     """Measure every (model, configuration); one row each, in configuration order.
 
     Everything (sources, stores, client cache, mount points, traces) lives in a temporary
     directory (under ``workdir`` if given) that is removed afterwards; every mount is
-    unmounted and every server stopped, also on error.
+    unmounted and every server stopped, also on error or interrupt.  Rows are appended to
+    ``out`` (if given) as each is measured, so an interrupted caller keeps what was done.
     """
     from cvmfs_modelio.mounts import open_mount
     from cvmfs_modelio.sim.mount import MountOptions, SimMount
@@ -474,7 +483,7 @@ def run_campaign(
     if not models:
         raise UsageError("no models to measure")
     say = progress or (lambda _msg: None)
-    rows: list[CampaignRow] = []
+    rows: list[CampaignRow] = [] if out is None else out
     with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-campaign-", dir=workdir) as tmp:
         work = Path(tmp)
         src = work / "src"
@@ -504,13 +513,26 @@ def run_campaign(
     return rows
 
 
+# 2: units in keys (bandwidth_bytes_per_s, fetched_bytes, size_bytes, configs min_bytes...)
+CAMPAIGN_SCHEMA_VERSION = 2
+
+
 def campaign_payload(rows: Sequence[CampaignRow], params: CampaignParams) -> dict[str, Any]:
     """JSON document of a campaign (``jsonout.write_json`` adds the environment)."""
     return {
         "campaign": {
-            "configs": [asdict(c) for c in params.configs],
+            "configs": [
+                {
+                    "label": c.label,
+                    "chunking": c.chunking,
+                    "min_bytes": c.min_size,
+                    "avg_bytes": c.avg_size,
+                    "max_bytes": c.max_size,
+                }
+                for c in params.configs
+            ],
             "rtt_ms": params.rtt_ms,
-            "bandwidth": params.bandwidth,
+            "bandwidth_bytes_per_s": params.bandwidth,
             "reps": params.reps,
             "traced": params.trace,
             "client": "cmio-simfs (emulated CVMFS), WAN emulated in user space",
@@ -533,14 +555,14 @@ HEADER = [
     "model",
     "chunks",
     "size",
-    "fetched/total",
-    "objects",
-    "fetched",
+    "chunks fetched/total",
+    "objects fetched",
+    "bytes on the wire",
     "cold session",
     "cold 1st inf",
     "warm session",
     "warm 1st inf",
-    "warm objects",
+    "warm objects fetched",
 ]
 
 
@@ -558,7 +580,7 @@ def format_rows(rows: Sequence[CampaignRow]) -> str:
                 units.fmt_bytes(r.model_bytes),
                 f"{r.chunks_fetched}/{r.chunks_total}{touched}",
                 str(r.objects_fetched),
-                units.fmt_bytes(r.bytes_fetched),
+                units.fmt_bytes(r.fetched_bytes),
                 units.fmt_ns(r.cold_session_ns),
                 units.fmt_ns(r.cold_first_inference_ns),
                 units.fmt_ns(r.warm_session_ns),

@@ -158,7 +158,7 @@ class Analysis:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (bytes, ns)."""
         return {
-            "file_size": self.file_size,
+            "file_size_bytes": self.file_size,
             "n_chunks": self.n_chunks,
             "chunked": self.chunked,
             "n_reads": self.n_reads,

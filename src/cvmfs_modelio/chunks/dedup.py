@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cvmfs_modelio.chunks.layouts import ChunkSpec, Layout, compute_layout
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.chunks.layouts import ChunkSpec, Layout, compute_layout, params_with_units
+from cvmfs_modelio.core.errors import UsageError, os_error
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def file_objects(path: str, layout: Layout, level: int = 6) -> list[StoredObject
                 z = zlib.compress(data, level)
                 out.append(StoredObject(hashlib.sha1(z).hexdigest(), size, len(z)))
     except OSError as e:
-        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
+        raise os_error(path, e) from None
     return out
 
 
@@ -78,7 +78,7 @@ class DedupResult:
         return {
             "config": self.spec.label(),
             "kind": self.spec.kind,
-            "params": self.spec.params,
+            "params": params_with_units(self.spec.params),
             "files": list(self.files),
             "n_objects": self.n_objects,
             "n_references": self.n_references,

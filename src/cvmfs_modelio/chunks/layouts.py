@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError, os_error
 
 # CVMFS server.conf defaults (cvmfs-facts.md §1) and `cvmfs_swissknife graft`'s fixed size.
 CVMFS_MIN_CHUNK_SIZE = 4 * 1024 * 1024
@@ -135,22 +135,29 @@ class Layout:
     __hash__ = None  # type: ignore[assignment]
 
     def to_dict(self, with_chunks: bool = True) -> dict[str, Any]:
-        """JSON-ready description (sizes in bytes)."""
+        """JSON-ready description; keys carry units (sizes in bytes)."""
         d: dict[str, Any] = {
             "source": self.source,
-            "params": dict(self.params),
-            "file_size": self.file_size,
+            "params": params_with_units(self.params),
+            "file_size_bytes": self.file_size,
             "n_chunks": self.n_chunks,
             "chunked": self.chunked,
             "compression": self.compression,
         }
         if with_chunks:
             d["chunks"] = [
-                {"offset": int(o), "size": int(s)}
+                {"offset_bytes": int(o), "size_bytes": int(s)}
                 | ({"hash": self.hashes[i]} if self.hashes is not None else {})
                 for i, (o, s) in enumerate(zip(self.offsets, self.sizes, strict=True))
             ]
         return d
+
+
+def params_with_units(params: dict[str, Any]) -> dict[str, Any]:
+    """Chunker parameters for JSON: the sizes (``min``/``avg``/``max``/``size``) as
+    ``min_bytes``..., other keys as they are."""
+    sizes = ("min", "avg", "max", "size")
+    return {(f"{k}_bytes" if k in sizes else k): v for k, v in params.items()}
 
 
 def whole_layout(file_size: int) -> Layout:
@@ -244,7 +251,7 @@ def compute_layout(path: str | os.PathLike[str], spec: ChunkSpec | None = None) 
     try:
         st = os.stat(name)
     except OSError as e:
-        raise UsageError(f"{name}: cannot read: {e.strerror}") from None
+        raise os_error(name, e) from None
     if not _is_regular(st.st_mode):
         raise UsageError(f"{name}: not a regular file")
     if spec.kind == "whole":
@@ -267,7 +274,7 @@ def compute_layout(path: str | os.PathLike[str], spec: ChunkSpec | None = None) 
     try:
         offsets, size = native(name)
     except OSError as e:
-        raise UsageError(f"{name}: cannot read: {e.strerror}") from None
+        raise os_error(name, e) from None
     return Layout.from_offsets(offsets, size, spec.kind, spec.params)
 
 
@@ -471,7 +478,7 @@ def read_cvmfs_xattrs(path: str | os.PathLike[str]) -> dict[str, bytes]:
     """The raw CVMFS attribute values of ``path`` (only those the file system answers)."""
     name = os.fspath(path)
     if not os.path.exists(name):
-        raise UsageError(f"{name}: no such file")
+        raise UsageError(f"{name}: no such file or directory")
     attrs: dict[str, bytes] = {}
     pages = _getxattr(name, f"{CHUNK_LIST}~?")
     if pages is not None:
@@ -538,12 +545,17 @@ def layout_for(
 
 
 def parse_min_avg_max(text: str, what: str = "chunk sizes") -> tuple[int, int, int]:
-    """``4MiB/8MiB/16MiB`` or ``4M,8M,16M`` into validated (min, avg, max) bytes."""
+    """``4MiB/8MiB/16MiB`` into validated (min, avg, max) bytes.
+
+    The one spelling of a chunk-size triple in every command (``/``: a comma separates
+    configurations in lists such as ``--configs``).
+    """
     from cvmfs_modelio.core.units import parse_size
 
-    parts = re.split(r"[/,]", text)
+    parts = text.split("/")
     if len(parts) != 3:
-        raise UsageError(f"{what}: expected MIN/AVG/MAX, got {text!r}")
+        hint = f" ({text.replace(',', '/')}?)" if text.count(",") == 2 else ""
+        raise UsageError(f"{what}: expected MIN/AVG/MAX, got {text!r}{hint}")
     mn, avg, mx = (parse_size(p, what) for p in parts)
     validate_min_avg_max(mn, avg, mx)
     return mn, avg, mx
@@ -554,22 +566,19 @@ def parse_chunk_spec(text: str) -> ChunkSpec:
 
     ``MIN/AVG/MAX`` or ``xor32:MIN/AVG/MAX`` (CVMFS), ``fastcdc:MIN/AVG/MAX``,
     ``tensor-aware:MIN/AVG/MAX`` (cut at ONNX tensor boundaries),
-    ``fixed:SIZE`` (``fixed`` alone: 24 MiB as ``cvmfs_swissknife graft``), ``whole``.
+    ``fixed:SIZE`` (``fixed`` alone: 24 MiB as ``cvmfs_swissknife graft``), ``whole``
+    (or ``unchunked``: one object per file).
     """
     from cvmfs_modelio.core.units import parse_size
 
     kind, sep, rest = text.partition(":")
     if not sep:
-        kind, rest = (
-            ("whole", "")
-            if text == "whole"
-            else ("fixed", "")
-            if text == "fixed"
-            else (
-                "xor32",
-                text,
-            )
-        )
+        if text in ("whole", "unchunked", "fixed"):
+            kind, rest = ("fixed" if text == "fixed" else "whole"), ""
+        else:
+            kind, rest = "xor32", text
+    if kind == "unchunked":
+        kind = "whole"
     if kind == "whole":
         if rest:
             raise UsageError(f"chunk config {text!r}: 'whole' takes no sizes")

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from cvmfs_modelio.chunks.analysis import FetchModel, Requests, analyze, whole_file_requests
 from cvmfs_modelio.chunks.layouts import Layout, validate_min_avg_max
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError, os_error
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class CorpusFile:
         try:
             size = os.stat(path).st_size
         except OSError as e:
-            raise UsageError(f"{path}: cannot read: {e.strerror}") from None
+            raise os_error(path, e) from None
         if requests is None:
             return cls(path, size, whole_file_requests(size), traced=False)
         return cls(path, size, requests, traced=True)
@@ -105,7 +105,7 @@ class CorpusFile:
         try:
             pos, dist, size = _native.xor32_scan_file(self.path, smallest_avg)
         except OSError as e:
-            raise UsageError(f"{self.path}: cannot read: {e.strerror}") from None
+            raise os_error(self.path, e) from None
         if size != self.size:
             raise UsageError(f"{self.path}: file changed size while being scanned")
         self._pos, self._dist, self._scanned_avg = pos, dist, smallest_avg
@@ -159,9 +159,9 @@ class SweepRow:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready row."""
         return {
-            "min": self.config.min_size,
-            "avg": self.config.avg_size,
-            "max": self.config.max_size,
+            "min_bytes": self.config.min_size,
+            "avg_bytes": self.config.avg_size,
+            "max_bytes": self.config.max_size,
             "n_chunks": self.n_chunks,
             "n_chunked_files": self.n_chunked_files,
             "requested_bytes": self.requested_bytes,

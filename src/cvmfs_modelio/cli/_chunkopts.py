@@ -8,21 +8,32 @@ import os
 import numpy as np
 
 from cvmfs_modelio.chunks.analysis import READ_OPS, FetchModel
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.cli import _types as T
+from cvmfs_modelio.core import units
+from cvmfs_modelio.core.errors import UsageError, os_error
 from cvmfs_modelio.core.events import MAGIC, EventLog, FileEntry
-from cvmfs_modelio.core.units import parse_size
 
 READ_OP_VALUES = frozenset(int(o) for o in READ_OPS)
 
 
 def add_fetch_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rtt-ms", type=float, default=10.0, help="round trip per fetch (ms)")
     p.add_argument(
-        "--bandwidth", default="100MiB", metavar="SIZE", help="link bandwidth per second"
+        "--rtt-ms",
+        type=T.number(float, 0, 1e6),
+        default=10.0,
+        metavar="MS",
+        help="round-trip time per fetch, milliseconds",
+    )
+    p.add_argument(
+        "--bandwidth",
+        type=T.bandwidth(),
+        default="100MiB",
+        metavar="RATE",
+        help=f"link bandwidth ({units.BANDWIDTH_HELP.replace('; 0: unlimited', '')})",
     )
     p.add_argument(
         "--in-flight",
-        type=int,
+        type=T.number(int, 1),
         default=None,
         metavar="N",
         help="N fetches at once (default: one per open handle, as the real client)",
@@ -30,14 +41,11 @@ def add_fetch_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def fetch_model(args: argparse.Namespace) -> FetchModel:
-    if not args.rtt_ms >= 0 or args.rtt_ms > 1e6:
-        raise UsageError(f"--rtt-ms must be between 0 and 1e6, got {args.rtt_ms}")
-    bw = parse_size(args.bandwidth, "--bandwidth")
-    if bw <= 0:
-        raise UsageError(f"--bandwidth must be positive, got {args.bandwidth!r}")
-    if args.in_flight is not None and args.in_flight < 1:
-        raise UsageError(f"--in-flight must be at least 1, got {args.in_flight}")
-    return FetchModel(rtt_ns=int(args.rtt_ms * 1e6), bandwidth=float(bw), in_flight=args.in_flight)
+    if args.bandwidth <= 0:
+        raise UsageError(f"--bandwidth: must be positive for a fetch model, got {args.bandwidth}")
+    return FetchModel(
+        rtt_ns=int(args.rtt_ms * 1e6), bandwidth=float(args.bandwidth), in_flight=args.in_flight
+    )
 
 
 def is_trace(path: str) -> bool:
@@ -51,7 +59,7 @@ def is_trace(path: str) -> bool:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC
     except OSError as e:
-        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
+        raise os_error(path, e) from None
 
 
 def load_trace(path: str) -> EventLog:

@@ -8,6 +8,7 @@ from typing import Any
 
 from cvmfs_modelio.chunks.analysis import analyze, requests_from_events
 from cvmfs_modelio.chunks.layouts import Layout, layout_for, parse_chunk_spec, read_cvmfs_layout
+from cvmfs_modelio.cli import _types as T
 from cvmfs_modelio.cli._chunkopts import (
     add_fetch_model_args,
     fetch_model,
@@ -28,12 +29,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--layout",
         required=True,
         metavar="FILE|SPEC",
-        help="a file (its CVMFS layout, else xor32 4/8/16 MiB), 'cvmfs', or a chunker: "
-        "MIN/AVG/MAX, fastcdc:MIN/AVG/MAX, fixed:SIZE, whole",
+        help="a file (its CVMFS layout, else xor32 4MiB/8MiB/16MiB), 'cvmfs', or a chunker: "
+        "MIN/AVG/MAX (xor32), fastcdc:MIN/AVG/MAX, tensor-aware:MIN/AVG/MAX, fixed:SIZE, whole",
     )
     p.add_argument("--file", metavar="PATH", help="which file of the trace (its recorded path)")
     add_fetch_model_args(p)
-    p.add_argument("--timeline", type=int, default=20, metavar="N", help="first N chunk touches")
+    p.add_argument(
+        "--timeline",
+        type=T.number(int, 0),
+        default=20,
+        metavar="N",
+        help="list the first N chunk touches (0: none)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the analysis as JSON ('-': stdout)")
     p.set_defaults(func=run)
 
@@ -58,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     check_dest(args.json)
     log = load_trace(args.trace)
     entry = pick_file(log, args.trace, args.file)
+    check_dest(args.json, [entry.path])
     layout = resolve_layout(args.layout, entry.path)
     if entry.size > 0 and entry.size != layout.file_size:
         raise UsageError(
@@ -121,12 +129,13 @@ def run(args: argparse.Namespace) -> int:
                 "layout": layout.to_dict(with_chunks=False),
                 "model": {
                     "rtt_ns": model.rtt_ns,
-                    "bandwidth": model.bandwidth,
+                    "bandwidth_bytes_per_s": model.bandwidth,
                     "in_flight": model.in_flight,
                 },
                 "analysis": a.to_dict(),
             },
             schema="analyze",
+            version=2,  # 2: model.bandwidth -> bandwidth_bytes_per_s
             measured=[entry.path],
         )
     return 0

@@ -14,29 +14,51 @@ from cvmfs_modelio.chunks.layouts import (
     ChunkSpec,
     Layout,
     layout_for,
-    parse_min_avg_max,
     read_cvmfs_layout,
     validate_min_avg_max,
 )
+from cvmfs_modelio.cli import _types as T
+from cvmfs_modelio.core import units
 from cvmfs_modelio.core.errors import UsageError
 from cvmfs_modelio.core.jsonout import check_dest, write_json
 from cvmfs_modelio.core.tables import format_table
-from cvmfs_modelio.core.units import fmt_bytes, parse_size
+from cvmfs_modelio.core.units import fmt_bytes
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("chunks", help="chunk layout of a file (CVMFS xattrs or a chunker)")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--min", dest="min_size", metavar="SIZE", help="xor32 min (default 4MiB)")
-    p.add_argument("--avg", dest="avg_size", metavar="SIZE", help="xor32 avg (default 8MiB)")
-    p.add_argument("--max", dest="max_size", metavar="SIZE", help="xor32 max (default 16MiB)")
+    for opt, dest, default in (("--min", "min_size", "4MiB"), ("--avg", "avg_size", "8MiB")):
+        p.add_argument(
+            opt,
+            dest=dest,
+            type=T.size(),
+            metavar="SIZE",
+            help=f"xor32 (CVMFS) {opt[2:]} chunk size, bytes (default {default})",
+        )
+    p.add_argument(
+        "--max",
+        dest="max_size",
+        type=T.size(),
+        metavar="SIZE",
+        help=f"xor32 (CVMFS) max chunk size, bytes ({units.SIZE_HELP}; default 16MiB)",
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--fixed", metavar="SIZE", help="fixed-size chunks (graft: 24MiB)")
-    g.add_argument("--fastcdc", metavar="MIN,AVG,MAX", help="FastCDC with these sizes")
+    g.add_argument(
+        "--fixed",
+        type=T.size(1),
+        metavar="SIZE",
+        help="fixed-size chunks of SIZE bytes (cvmfs_swissknife graft uses 24MiB)",
+    )
+    g.add_argument(
+        "--fastcdc", type=T.min_avg_max(), metavar="MIN/AVG/MAX", help="FastCDC, sizes in bytes"
+    )
     g.add_argument(
         "--tensor-aware",
-        metavar="MIN,AVG,MAX",
-        help="cut at ONNX tensor boundaries (of FILE, or of the .onnx beside a .data file)",
+        type=T.min_avg_max(),
+        metavar="MIN/AVG/MAX",
+        help="cut at ONNX tensor boundaries (of FILE, or of the .onnx beside a .data file), "
+        "sizes in bytes",
     )
     g.add_argument(
         "--from-cvmfs", action="store_true", help="the real layout from user.chunk_list only"
@@ -54,21 +76,24 @@ def spec_from_args(args: argparse.Namespace) -> ChunkSpec | None:
             "--min/--avg/--max cannot be combined with --fixed, --fastcdc or --from-cvmfs"
         )
     if args.fixed:
-        size = parse_size(args.fixed, "--fixed")
-        if size < 1:
-            raise UsageError(f"--fixed: chunk size must be at least 1 byte, got {size}")
-        return ChunkSpec(kind="fixed", size=size)
-    for kind, text in (("fastcdc", args.fastcdc), ("tensor-aware", args.tensor_aware)):
-        if text:
-            mn, avg, mx = parse_min_avg_max(text, f"--{kind}")
+        return ChunkSpec(kind="fixed", size=args.fixed)
+    for kind, sizes in (("fastcdc", args.fastcdc), ("tensor-aware", args.tensor_aware)):
+        if sizes:
+            mn, avg, mx = sizes
             spec = ChunkSpec(kind=kind, min_size=mn, avg_size=avg, max_size=mx)
-            spec.validate()
+            try:
+                spec.validate()
+            except UsageError as e:
+                raise UsageError(f"--{kind}: {e}") from None
             return spec
     if xor_given:
-        mn = parse_size(args.min_size, "--min") if args.min_size else CVMFS_MIN_CHUNK_SIZE
-        avg = parse_size(args.avg_size, "--avg") if args.avg_size else CVMFS_AVG_CHUNK_SIZE
-        mx = parse_size(args.max_size, "--max") if args.max_size else CVMFS_MAX_CHUNK_SIZE
-        validate_min_avg_max(mn, avg, mx)
+        mn = CVMFS_MIN_CHUNK_SIZE if args.min_size is None else args.min_size
+        avg = CVMFS_AVG_CHUNK_SIZE if args.avg_size is None else args.avg_size
+        mx = CVMFS_MAX_CHUNK_SIZE if args.max_size is None else args.max_size
+        try:
+            validate_min_avg_max(mn, avg, mx)
+        except UsageError as e:
+            raise UsageError(f"--min/--avg/--max: {e}") from None
         return ChunkSpec(kind="xor32", min_size=mn, avg_size=avg, max_size=mx)
     return None
 
@@ -87,7 +112,7 @@ def describe(layout: Layout) -> str:
 
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
-    check_dest(args.json)
+    check_dest(args.json, [args.file])
     if args.from_cvmfs:
         layout = read_cvmfs_layout(args.file)
     elif spec is None:
@@ -119,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             args.json,
             {"command": "chunks", "file": args.file, **layout.to_dict()},
             schema="chunks",
+            version=2,  # 2: units in keys (file_size_bytes, params.min_bytes, offset_bytes, ...)
             measured=[args.file],
         )
     return 0

@@ -8,7 +8,7 @@ from typing import Any
 
 from cvmfs_modelio.chunks.dedup import dedup
 from cvmfs_modelio.chunks.layouts import parse_chunk_spec
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.cli import _types as T
 from cvmfs_modelio.core.jsonout import check_dest, write_json
 from cvmfs_modelio.core.tables import format_table
 from cvmfs_modelio.core.units import fmt_bytes
@@ -20,9 +20,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--config",
         action="append",
+        type=T.chunk_spec(),
         metavar="SPEC",
-        help="MIN/AVG/MAX (xor32), fastcdc:MIN/AVG/MAX, fixed:SIZE or whole; repeatable "
-        "(default: CVMFS 4MiB/8MiB/16MiB)",
+        help="a chunker, sizes in bytes: MIN/AVG/MAX (xor32), fastcdc:MIN/AVG/MAX, "
+        "tensor-aware:MIN/AVG/MAX, fixed:SIZE or whole; repeatable (default: CVMFS "
+        "4MiB/8MiB/16MiB)",
     )
     p.add_argument("--json", metavar="PATH", help="write the results as JSON ('-': stdout)")
     p.set_defaults(func=run)
@@ -39,11 +41,8 @@ def short_names(paths: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        specs = [parse_chunk_spec(c) for c in (args.config or ["4MiB/8MiB/16MiB"])]
-    except UsageError as e:
-        raise UsageError(f"--config: {e}") from None
-    check_dest(args.json)
+    specs = args.config or [parse_chunk_spec("4MiB/8MiB/16MiB")]
+    check_dest(args.json, args.files)
     results = [dedup(args.files, s) for s in specs]
     rows = []
     for r in results:
@@ -61,7 +60,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(args.files)} file(s); objects zlib level 6, named by SHA-1, as CVMFS stores them")
     print(
         format_table(
-            ["config", "chunks", "objects", "logical", "stored w/o dedup", "stored", "dedup"],
+            [
+                "config",
+                "chunks",
+                "objects",
+                "logical bytes",
+                "stored bytes, no dedup",
+                "stored bytes",
+                "dedup ratio",
+            ],
             rows,
         )
     )
@@ -82,12 +89,18 @@ def run(args: argparse.Namespace) -> int:
                     ]
                 )
         print("update: what a client holding the previous file fetches for the next")
-        print(format_table(["config", "update", "new objects", "fetch", "full", "share"], up))
+        print(
+            format_table(
+                ["config", "update", "new objects", "bytes fetched", "file bytes", "fetched/file"],
+                up,
+            )
+        )
     if args.json:
         write_json(
             args.json,
             {"command": "dedup", "results": [r.to_dict() for r in results]},
             schema="dedup",
+            version=2,  # 2: params.min_bytes, ...
             measured=args.files,
         )
     return 0

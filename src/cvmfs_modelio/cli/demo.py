@@ -17,12 +17,14 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio.campaign.experiments import (
+    CampaignParams,
+    CampaignRow,
     ModelFiles,
     campaign_payload,
     fuse_unavailable_reason,
@@ -31,8 +33,9 @@ from cvmfs_modelio.campaign.experiments import (
     stderr_progress,
 )
 from cvmfs_modelio.campaign.experiments import format_rows as format_campaign
-from cvmfs_modelio.cli.experiment import add_campaign_options, campaign_params
+from cvmfs_modelio.cli.experiment import add_campaign_options, campaign_params, incomplete
 from cvmfs_modelio.core import units
+from cvmfs_modelio.core.errors import Interrupted
 from cvmfs_modelio.core.jsonout import check_dest, write_json
 from cvmfs_modelio.probe.engine import ProbeSummary, probe
 
@@ -68,9 +71,10 @@ class DemoRow:
         """JSON-ready form."""
         return {
             "file": self.file,
-            "file_size": self.file_size,
+            "file_size_bytes": self.file_size,
             "workload": self.workload,
             "cache": self.cache,
+            "not_cold": self.summary.not_cold,
             "summary": self.summary.to_dict(),
         }
 
@@ -100,9 +104,11 @@ def run_demo(
     *,
     weight_bytes: int = 50 * 1024 * 1024,
     workloads: Sequence[Workload] = WORKLOADS,
+    out: list[DemoRow] | None = None,
 ) -> list[DemoRow]:
-    """Generate the models in ``workdir`` and probe each file cold then warm; the rows."""
-    rows: list[DemoRow] = []
+    """Generate the models in ``workdir`` and probe each file cold then warm; the rows
+    (appended to ``out`` as they are measured, if given)."""
+    rows: list[DemoRow] = [] if out is None else out
     for f in model_files(workdir, weight_bytes):
         size = f.stat().st_size
         for w in workloads:
@@ -131,21 +137,26 @@ HEADER = (
     "p50",
     "p99",
     "majflt",
-    "resident before→after",
+    "pages resident before→after",
 )
 
 
 def format_rows(rows: Sequence[DemoRow]) -> str:
     """The demo's one table."""
     lines = [HEADER]
+    flagged: list[str] = []
     for r in rows:
         s = r.summary
+        cache = r.cache
+        if s.not_cold is not None:
+            cache = "cold!"
+            flagged.append(f"{r.file} {r.workload}: {s.not_cold}")
         lines.append(
             (
                 r.file,
                 units.fmt_bytes(r.file_size),
                 r.workload,
-                r.cache,
+                cache,
                 str(s.ops),
                 f"{s.throughput_bps / 2**20:,.1f}",
                 f"{s.iops:,.0f}",
@@ -165,6 +176,8 @@ def format_rows(rows: Sequence[DemoRow]) -> str:
         out.append("  ".join(cells).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
+    for f in flagged:
+        out.append(f"cold!: NOT a cold number: {f}")
     return "\n".join(out)
 
 
@@ -175,7 +188,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     add_campaign_options(p, reps=3)
     p.add_argument("--no-cvmfs", action="store_true", help="only the local probe table")
-    p.add_argument("--json", dest="json_out", default=None, help="write all rows to this file")
+    p.add_argument(
+        "--json",
+        dest="json_out",
+        default=None,
+        metavar="PATH",
+        help="write both tables, every repetition and the environment here (also after an "
+        "interrupt: what was measured, marked complete: false)",
+    )
     p.set_defaults(func=run)
 
 
@@ -185,22 +205,60 @@ def demo_models(workdir: Path) -> list[ModelFiles]:
 
 
 def run(args: argparse.Namespace) -> int:
-    weight_bytes = units.parse_size(args.size, "--size")
     check_dest(args.json_out)
     params = campaign_params(args)
     params.validate()
     payload: dict[str, Any] = {}
     say = stderr_progress()
+    rows: list[DemoRow] = []
+    crows: list[CampaignRow] = []
+    try:
+        _run(args, params, payload, rows, crows, say)
+    except Interrupted as e:
+        # Children stopped, mounts gone, temporary directories removed: keep what was done.
+        if args.json_out is not None:
+            payload["rows"] = [r.to_dict() for r in rows]
+            if "cvmfs" not in payload and crows:
+                payload["cvmfs"] = campaign_payload(crows, params)
+            write_json(
+                args.json_out,
+                {**payload, **incomplete(e)},
+                schema="demo",
+                version=DEMO_SCHEMA_VERSION,
+            )
+        raise
+    if args.json_out is not None:
+        write_json(
+            args.json_out,
+            {**payload, "complete": True},
+            schema="demo",
+            version=DEMO_SCHEMA_VERSION,
+        )
+    return 0
+
+
+# 2: units in keys (probe rows as probe schema 2, campaign as campaign schema 2), complete
+DEMO_SCHEMA_VERSION = 2
+
+
+def _run(
+    args: argparse.Namespace,
+    params: CampaignParams,
+    payload: dict[str, Any],
+    rows: list[DemoRow],
+    crows: list[CampaignRow],
+    say: Callable[[str], None],
+) -> None:
     with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-demo-") as tmp:
         say("probing the synthetic models on local disk")
-        rows = run_demo(Path(tmp), weight_bytes=weight_bytes)
+        run_demo(Path(tmp), weight_bytes=args.size, out=rows)
         print("Local disk: probe patterns, page cache cold and warm")
         print(format_rows(rows))
         sys.stdout.flush()
         payload["rows"] = [r.to_dict() for r in rows]
         reason = "--no-cvmfs given" if args.no_cvmfs else fuse_unavailable_reason()
         if reason is None:
-            crows = run_campaign(demo_models(Path(tmp)), params, say)
+            run_campaign(demo_models(Path(tmp)), params, say, out=crows)
             print()
             bw = units.fmt_rate(params.bandwidth) if params.bandwidth else "unlimited bandwidth"
             print(
@@ -214,6 +272,3 @@ def run(args: argparse.Namespace) -> int:
             print()
             print(f"Emulated CVMFS: not run: {reason}")
             payload["cvmfs"] = {"skipped": reason}
-    if args.json_out is not None:
-        write_json(args.json_out, payload, schema="demo")
-    return 0

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio.campaign.experiments import (
-    DEFAULT_BANDWIDTH,
+    CAMPAIGN_SCHEMA_VERSION,
     DEFAULT_REPS,
     DEFAULT_RTT_MS,
     CampaignParams,
+    CampaignRow,
     campaign_payload,
     format_rows,
     fuse_unavailable_reason,
@@ -27,8 +28,9 @@ from cvmfs_modelio.campaign.experiments import (
     synthetic_models,
     unique_names,
 )
+from cvmfs_modelio.cli import _types as T
 from cvmfs_modelio.core import units
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import Interrupted, UsageError
 from cvmfs_modelio.core.jsonout import check_dest, write_json
 
 DEFAULT_CONFIGS_TEXT = "4MiB/8MiB/16MiB,1MiB/2MiB/4MiB,whole"
@@ -39,26 +41,49 @@ def add_campaign_options(p: argparse.ArgumentParser, reps: int = DEFAULT_REPS) -
     p.add_argument(
         "--configs",
         default=DEFAULT_CONFIGS_TEXT,
-        help=f"chunk configurations, MIN/AVG/MAX or whole, comma-separated "
-        f"({DEFAULT_CONFIGS_TEXT})",
+        metavar="SPECS",
+        help="chunk configurations, comma-separated: MIN/AVG/MAX (bytes, CVMFS xor32) or whole",
     )
     p.add_argument(
-        "--rtt-ms", type=float, default=DEFAULT_RTT_MS, help="emulated round-trip time, ms (10)"
+        "--rtt-ms",
+        type=T.number(float, 0, 1e6),
+        default=DEFAULT_RTT_MS,
+        metavar="MS",
+        help="emulated round-trip time, milliseconds",
     )
     p.add_argument(
         "--bandwidth",
-        default=str(DEFAULT_BANDWIDTH),
-        help="emulated bandwidth, bytes/s (100MiB; 0: unlimited)",
+        type=T.bandwidth(),
+        default="100MiB",
+        metavar="RATE",
+        help=f"emulated bandwidth ({units.BANDWIDTH_HELP})",
     )
-    p.add_argument("--reps", type=int, default=reps, help=f"repetitions, medians shown ({reps})")
-    p.add_argument("--size", default="50MiB", help="weight bytes of each synthetic model (50MiB)")
+    p.add_argument(
+        "--reps",
+        type=T.number(int, 1),
+        default=reps,
+        metavar="N",
+        help="repetitions of every load; tables show medians",
+    )
+    p.add_argument(
+        "--size",
+        type=T.size(1),
+        default="50MiB",
+        metavar="SIZE",
+        help="weight bytes of each synthetic model",
+    )
+
+
+def incomplete(e: Interrupted) -> dict[str, Any]:
+    """The keys that mark a result file written after an interrupt."""
+    return {"complete": False, "interrupted_by": e.name}
 
 
 def campaign_params(args: argparse.Namespace) -> CampaignParams:
     return CampaignParams(
         configs=tuple(parse_configs(args.configs)),
         rtt_ms=args.rtt_ms,
-        bandwidth=units.parse_size(args.bandwidth, "--bandwidth"),
+        bandwidth=args.bandwidth,
         reps=args.reps,
         trace=bool(getattr(args, "trace", False)),
     )
@@ -68,7 +93,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "experiment",
         help="ONNX Runtime load times from emulated CVMFS per chunk configuration",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="ONNX Runtime loads from emulated CVMFS, per chunk configuration: the "
+        "models are published with each configuration, served and mounted behind an emulated "
+        "WAN, and loaded cold and warm.",
     )
     p.add_argument(
         "--models",
@@ -91,15 +118,27 @@ def run(args: argparse.Namespace) -> int:
     check_dest(args.json_out)
     params = campaign_params(args)
     params.validate()
-    weight_bytes = units.parse_size(args.size, "--size")
+    weight_bytes = args.size
     models = unique_names([model_from_path(m) for m in args.models]) if args.models else None
     reason = fuse_unavailable_reason()
     if reason is not None:
         raise UsageError(f"experiment: cannot mount the emulated CVMFS: {reason}")
-    with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-models-") as tmp:
-        if models is None:
-            models = synthetic_models(Path(tmp), weight_bytes)
-        rows = run_campaign(models, params, stderr_progress())
+    rows: list[CampaignRow] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-models-") as tmp:
+            if models is None:
+                models = synthetic_models(Path(tmp), weight_bytes)
+            run_campaign(models, params, stderr_progress(), out=rows)
+    except Interrupted as e:
+        # Everything is unmounted, stopped and removed by now: keep what was measured.
+        if args.json_out is not None:
+            write_json(
+                args.json_out,
+                {**campaign_payload(rows, params), **incomplete(e)},
+                schema="campaign",
+                version=CAMPAIGN_SCHEMA_VERSION,
+            )
+        raise
     print(
         f"ONNX Runtime from emulated CVMFS: RTT {params.rtt_ms:g} ms, "
         f"{units.fmt_rate(params.bandwidth) if params.bandwidth else 'unlimited'}, "
@@ -107,5 +146,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_rows(rows))
     if args.json_out is not None:
-        write_json(args.json_out, campaign_payload(rows, params), schema="campaign")
+        write_json(
+            args.json_out,
+            {**campaign_payload(rows, params), "complete": True},
+            schema="campaign",
+            version=CAMPAIGN_SCHEMA_VERSION,
+        )
     return 0

@@ -6,6 +6,7 @@ import argparse
 import math
 from typing import Any
 
+from cvmfs_modelio.cli import _types as T
 from cvmfs_modelio.core import units
 from cvmfs_modelio.core.errors import UsageError
 from cvmfs_modelio.core.events import write_event_file
@@ -13,48 +14,87 @@ from cvmfs_modelio.core.jsonout import check_dest, environment, write_json
 from cvmfs_modelio.probe.engine import (
     FADVISE_HINTS,
     MADVISE_HINTS,
+    MAX_THREADS,
     PATTERNS,
     ProbeSummary,
     load_ranges,
     probe,
 )
 
-
-def _size(what: str) -> Any:
-    def parse(text: str) -> int:
-        return units.parse_size(text, what)
-
-    return parse
-
-
-def _int(what: str) -> Any:
-    def parse(text: str) -> int:
-        try:
-            return int(text, 0)
-        except ValueError:
-            raise UsageError(f"{what}: {text!r} is not a whole number") from None
-
-    return parse
+# 2: keys carry their units (file_size_bytes, read_bytes, throughput_bytes_per_s,
+# resident_pages_before, params.block_bytes, ...); cold_flush and not_cold added.
+PROBE_SCHEMA_VERSION = 2
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("probe", help="time every read of a file in a chosen access pattern")
     p.add_argument("path", help="file to read (opened read-only)")
-    p.add_argument("--pattern", default="seq", help=f"one of: {', '.join(PATTERNS)}")
-    p.add_argument("--block", type=str, default=None, help="bytes per op (1MiB; a page for mmap)")
-    p.add_argument("--stride", type=str, default=None, help="bytes between op starts (stride)")
-    p.add_argument("--count", type=str, default=None, help="ops of a random pattern")
-    p.add_argument("--align", type=str, default=None, help="random offsets are multiples of this")
-    p.add_argument("--seed", type=str, default="0", help="seed of the random patterns")
-    p.add_argument("--list", dest="list_file", default=None, help="'offset length' lines")
-    p.add_argument("--threads", type=str, default="1", help="workers sharing the op list (1-1024)")
     p.add_argument(
-        "--fadvise", default=None, help=f"posix_fadvise before the run: {', '.join(FADVISE_HINTS)}"
+        "--pattern", default="seq", choices=PATTERNS, help=f"one of: {', '.join(PATTERNS)}"
     )
     p.add_argument(
-        "--madvise", default=None, help=f"madvise on the mapping: {', '.join(MADVISE_HINTS)}"
+        "--block",
+        type=T.size(1),
+        default=None,
+        metavar="SIZE",
+        help=f"bytes per operation ({units.SIZE_HELP}; default 1MiB, a page for mmap patterns)",
     )
-    p.add_argument("--cold", action="store_true", help="evict the file from the page cache first")
+    p.add_argument(
+        "--stride",
+        type=T.size(1),
+        default=None,
+        metavar="SIZE",
+        help="bytes between operation starts, stride pattern (default: twice --block)",
+    )
+    p.add_argument(
+        "--count",
+        type=T.number(int, 1),
+        default=None,
+        metavar="N",
+        help="operations of a random pattern (default: as many as blocks fit in the file)",
+    )
+    p.add_argument(
+        "--align",
+        type=T.size(1),
+        default=None,
+        metavar="SIZE",
+        help="random offsets are multiples of this many bytes (default: --block)",
+    )
+    p.add_argument(
+        "--seed", type=T.number(int, 0, 2**64 - 1), default=0, help="seed of the random patterns"
+    )
+    p.add_argument(
+        "--list",
+        dest="list_file",
+        default=None,
+        metavar="FILE",
+        help="'offset length' lines in bytes (replay and mmap-list patterns)",
+    )
+    p.add_argument(
+        "--threads",
+        type=T.number(int, 1, MAX_THREADS),
+        default=1,
+        metavar="N",
+        help=f"workers sharing the operation list (1-{MAX_THREADS})",
+    )
+    p.add_argument(
+        "--fadvise",
+        default=None,
+        choices=FADVISE_HINTS,
+        help=f"posix_fadvise before the run: {', '.join(FADVISE_HINTS)} (default: none)",
+    )
+    p.add_argument(
+        "--madvise",
+        default=None,
+        choices=MADVISE_HINTS,
+        help=f"madvise on the mapping: {', '.join(MADVISE_HINTS)} (default: none)",
+    )
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="write the file's dirty pages back, evict it from the page cache and check; "
+        "refuse to run (exit 1) when pages stay",
+    )
     p.add_argument("--faults", action="store_true", help="count page faults per operation")
     p.add_argument(
         "--verify",
@@ -63,36 +103,38 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=None,
         help="check every byte read against an independent read of the file",
     )
-    p.add_argument("--json", dest="json_out", default=None, help="write the summary to this file")
-    p.add_argument("--events", dest="events_out", default=None, help="write the event table here")
+    p.add_argument(
+        "--json", dest="json_out", default=None, metavar="PATH", help="write the summary here"
+    )
+    p.add_argument(
+        "--events",
+        dest="events_out",
+        default=None,
+        metavar="PATH",
+        help="write the event table here (docs/event-format.md)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     path = args.path
-    opt_size = {k: getattr(args, k) for k in ("block", "stride", "align")}
-    sizes = {k: None if v is None else _size(f"--{k}")(v) for k, v in opt_size.items()}
-    count = None if args.count is None else _int("--count")(args.count)
-    seed = _int("--seed")(args.seed)
-    threads = _int("--threads")(args.threads)
     ranges = None
     if args.list_file is not None:
         if args.pattern not in ("replay", "mmap-list"):
             raise UsageError(f"{args.list_file}: --list applies to replay and mmap-list only")
         ranges = load_ranges(args.list_file)
     for dest in (args.json_out, args.events_out):
-        if dest is not None:
-            check_dest(dest)
+        check_dest(dest, [path])
     res = probe(
         path,
         args.pattern,
-        block=sizes["block"],
-        stride=sizes["stride"],
-        count=count,
-        align=sizes["align"],
-        seed=seed,
+        block=args.block,
+        stride=args.stride,
+        count=args.count,
+        align=args.align,
+        seed=args.seed,
         ranges=ranges,
-        threads=threads,
+        threads=args.threads,
         fadvise=args.fadvise,
         madvise=args.madvise,
         cold=args.cold,
@@ -102,7 +144,13 @@ def run(args: argparse.Namespace) -> int:
     s = res.summary
     print(format_summary(s))
     if args.json_out is not None:
-        write_json(args.json_out, {"summary": s.to_dict()}, schema="probe", measured=[args.path])
+        write_json(
+            args.json_out,
+            {"summary": s.to_dict()},
+            schema="probe",
+            version=PROBE_SCHEMA_VERSION,
+            measured=[args.path],
+        )
     if args.events_out is not None:
         log = res.event_log()
         log.meta["environment"] = environment([args.path])
@@ -154,14 +202,13 @@ def format_summary(s: ProbeSummary) -> str:
         ),
     ]
     if s.cold:
-        cold = {True: "evicted (0 pages resident)", None: "asked, not verifiable (untrusted)"}
-        dirty = (
-            ""
-            if s.cold_dirty_pages is None
-            else f" ({s.cold_dirty_pages} dirty or under writeback)"
-        )
-        failed = f"eviction FAILED: {s.cold_left_pages} pages left{dirty}"
-        rows.append(("cold", cold.get(s.cold_evicted, failed)))
+        flushed = f"fdatasync {s.cold_flush}"
+        if s.cold_evicted:
+            rows.append(("cold", f"evicted ({flushed}; 0 pages resident)"))
+        else:
+            rows.append(("cold", f"asked, not verifiable ({flushed}; residency untrusted)"))
+        if s.not_cold is not None:
+            rows.append(("NOT COLD", s.not_cold))
     rows.append(("hints", ", ".join(s.hints) if s.hints else "none"))
     if s.verify is not None:
         rows.append(

@@ -33,10 +33,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--avg",
         default="256KiB..64MiB",
-        help="avg sizes: LO..HI (powers of two) or a comma list (default 256KiB..64MiB)",
+        metavar="SIZES",
+        help="average chunk sizes in bytes: LO..HI (the powers of two between) or a comma "
+        "list (default 256KiB..64MiB)",
     )
-    p.add_argument("--min-ratio", default="0.5", help="min = avg * ratio; comma list (0.5)")
-    p.add_argument("--max-ratio", default="2", help="max = avg * ratio; comma list (2)")
+    p.add_argument(
+        "--min-ratio", default="0.5", metavar="R", help="min = avg * R; a comma list of R"
+    )
+    p.add_argument("--max-ratio", default="2", metavar="R", help="max = avg * R; a comma list of R")
     add_fetch_model_args(p)
     p.add_argument("--json", metavar="PATH", help="write every row as JSON ('-': stdout)")
     p.set_defaults(func=run)
@@ -63,7 +67,13 @@ def parse_ratios(text: str, what: str) -> list[float]:
 
 
 def build_corpus(paths: list[str]) -> tuple[list[CorpusFile], list[str]]:
-    """Corpus entries (traced files first) and notes about what was skipped or assumed."""
+    """Corpus entries (traced files first) and notes about what was skipped or assumed.
+
+    A trace taken without ``--match`` holds every file the program read (Python modules,
+    shared libraries, ONNX Runtime's cache database, ...): a traced file that is gone or
+    changed size since tracing cannot be analysed and is skipped with a note, so it never
+    sinks the sweep of the others.
+    """
     traced: dict[str, CorpusFile] = {}
     plain: list[str] = []
     notes: list[str] = []
@@ -81,7 +91,8 @@ def build_corpus(paths: list[str]) -> tuple[list[CorpusFile], list[str]]:
                 continue
             f = CorpusFile.open(e.path)
             if e.size > 0 and e.size != f.size:
-                raise UsageError(f"{p}: {e.path} was {e.size} bytes when traced, now {f.size}")
+                notes.append(f"{p}: {e.path} was {e.size} bytes when traced, now {f.size}; skipped")
+                continue
             req = requests_from_events(log.events, f.size, e.file_id)
             traced[os.path.realpath(e.path)] = CorpusFile.open(e.path, req)
     corpus = list(traced.values())
@@ -104,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         parse_ratios(args.max_ratio, "--max-ratio"),
     )
     corpus, notes = build_corpus(args.paths)
+    if not corpus:
+        for n in notes:
+            print(f"note: {n}")
+        raise UsageError("sweep: no file left to analyse (see the notes above)")
     total = sum(f.size for f in corpus)
     print(f"corpus: {len(corpus)} file(s), {fmt_bytes(total)}; {len(configs)} configurations")
     for n in notes:
@@ -132,7 +147,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"distinct bytes requested: {fmt_bytes(requested)} ({requested})")
     print(
         format_table(
-            ["min/avg/max", "chunks", "chunked", "fetched", "ampl.", "fetches", "est. time"],
+            [
+                "min/avg/max",
+                "chunks",
+                "chunked files",
+                "bytes fetched",
+                "fetched/requested",
+                "fetches",
+                "est. fetch time",
+            ],
             table,
         )
     )
@@ -146,18 +169,22 @@ def run(args: argparse.Namespace) -> int:
             args.json,
             {
                 "command": "sweep",
-                "files": [{"path": f.path, "size": f.size, "traced": f.traced} for f in corpus],
+                "files": [
+                    {"path": f.path, "size_bytes": f.size, "traced": f.traced} for f in corpus
+                ],
                 "notes": notes,
                 "model": {
                     "rtt_ns": model.rtt_ns,
-                    "bandwidth": model.bandwidth,
+                    "bandwidth_bytes_per_s": model.bandwidth,
                     "in_flight": model.in_flight,
                 },
-                "hash_seconds": t1 - t0,
-                "sweep_seconds": t2 - t1,
+                "hash_ns": round((t1 - t0) * 1e9),
+                "sweep_ns": round((t2 - t1) * 1e9),
                 "rows": [r.to_dict() for r in rows],
             },
             schema="sweep",
+            # 2: units in keys (size_bytes, min_bytes, bandwidth_bytes_per_s, hash_ns, ...)
+            version=2,
             measured=[f.path for f in corpus],
         )
     return 0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
 
+from cvmfs_modelio.cli import _types as T
+from cvmfs_modelio.core.jsonout import check_dest
 from cvmfs_modelio.trace.tracer import DEFAULT_SAMPLE_US, run_traced
 
 
@@ -24,10 +27,15 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="trace only files under this absolute path prefix (repeatable; "
         "default: all but /proc, /sys, /dev)",
     )
-    p.add_argument("-o", "--output", metavar="TRACE", help="trace directory to create")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="TRACE",
+        help="trace directory to create (default: cmio-trace-DATE-TIME in the current directory)",
+    )
     p.add_argument(
         "--sample-us",
-        type=int,
+        type=T.number(int, 0),
         default=DEFAULT_SAMPLE_US,
         metavar="N",
         help=f"page-in sampling interval in microseconds (default {DEFAULT_SAMPLE_US}; "
@@ -52,4 +60,6 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         out = time.strftime("cmio-trace-%Y%m%d-%H%M%S")
         sys.stderr.write(f"cvmfs-modelio trace: writing trace to {out}\n")
+    # The traced files' file system (a CVMFS mount) is never written to.
+    check_dest(out, [m for m in args.match if os.path.exists(m)], directory=True)
     return run_traced(command, out, match=args.match, sample_us=args.sample_us, perf=args.perf)

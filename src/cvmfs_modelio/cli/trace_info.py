@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
 
+from cvmfs_modelio.core.jsonout import check_dest, write_json
 from cvmfs_modelio.trace.perf import PERF_FILE, UNAVAILABLE_FILE
 from cvmfs_modelio.trace.summary import file_totals, format_table
 from cvmfs_modelio.trace.tracer import read_trace
@@ -32,6 +33,7 @@ def perf_status(trace: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_dest(args.json)
     log = read_trace(args.trace)
     totals = file_totals(log)
     procs = [p for p in log.meta.get("processes", []) if p.get("source") == "preload"]
@@ -39,13 +41,19 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(totals))
     print(f"perf page-cache events: {perf_status(args.trace)}")
     if args.json:
-        from cvmfs_modelio.core.jsonout import write_atomic
-
         doc = {
             "trace": str(args.trace),
             "files": [t.as_dict() for t in totals],
             "processes": procs,
-            "host": {"kernel": platform.release(), "machine": platform.machine()},
+            # where the trace was taken (the envelope's environment is where it was read)
+            "traced_on": {"kernel": platform.release(), "machine": platform.machine()},
         }
-        write_atomic(args.json, json.dumps(doc, indent=1))
+        # 2: the envelope (schema, created_utc, command_line, environment); host -> traced_on
+        write_json(
+            args.json,
+            doc,
+            schema="trace-info",
+            version=2,
+            measured=[t.path for t in totals if os.path.exists(t.path)],
+        )
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError, os_reason
 
 EVENT_VERSION = 1
 
@@ -190,7 +190,7 @@ def read_event_file(path: str | os.PathLike[str]) -> EventLog:
     try:
         data = Path(name).read_bytes()
     except OSError as e:
-        raise EventFileError(f"{name}: cannot read: {e.strerror}") from None
+        raise EventFileError(f"{name}: {os_reason(e)}") from None
     return parse_event_bytes(data, name)
 
 

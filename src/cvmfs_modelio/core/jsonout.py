@@ -42,19 +42,82 @@ def envelope(
     }
 
 
-def check_dest(path: str | os.PathLike[str] | None) -> None:
-    """UsageError unless ``path`` (an output file; ``-``: stdout) can be created.
+def check_dest(
+    path: str | os.PathLike[str] | None,
+    measured: Iterable[str | os.PathLike[str]] = (),
+    *,
+    directory: bool = False,
+) -> None:
+    """UsageError unless ``path`` (an output file, ``-``: stdout) can be written.
 
     Called before a command does its work, so a bad output path costs nothing and never
-    leaves a result half done."""
+    leaves a result half done: the path must not be a directory, its directory must exist
+    (a file in its place is named), be writable, and not lie on a FUSE file system one of
+    the ``measured`` paths is on (a CVMFS mount, real or emulated: the tool never writes
+    to the file system it measures).  ``directory``: the output is a directory that is
+    created if missing (``sim publish STORE``, ``trace -o``); its nearest existing
+    ancestor must be a writable directory.
+    """
     if path is None or os.fspath(path) == "-":
         return
-    dest = Path(path)
-    if dest.is_dir():
-        raise UsageError(f"{os.fspath(path)}: is a directory")
-    parent = dest.resolve().parent
-    if not parent.is_dir():
-        raise UsageError(f"{os.fspath(path)}: directory {parent} does not exist")
+    name = os.fspath(path)
+    try:
+        _check_dest(name, measured, directory)
+    except PermissionError:
+        # a directory on the way that we may not search
+        raise UsageError(f"{name}: permission denied") from None
+
+
+def _check_dest(name: str, measured: Iterable[str | os.PathLike[str]], directory: bool) -> None:
+    dest = Path(os.path.abspath(name))
+    if directory:
+        if dest.exists() and not dest.is_dir():
+            raise UsageError(f"{name}: exists and is not a directory")
+        if dest.is_dir() and not os.access(dest, os.W_OK, effective_ids=True):
+            raise UsageError(f"{name}: permission denied (cannot write in it)")
+        base = dest if dest.is_dir() else dest.parent
+    else:
+        if dest.is_dir():
+            raise UsageError(f"{name}: is a directory")
+        base = dest.parent
+    # The nearest existing ancestor tells why the path cannot be made.
+    anc = base
+    while not os.path.lexists(anc) and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UsageError(f"{name}: {anc} is not a directory")
+    if anc != base and not directory:
+        raise UsageError(f"{name}: directory {base} does not exist")
+    if not os.access(anc, os.W_OK, effective_ids=True):
+        raise UsageError(f"{name}: permission denied (cannot write in {anc})")
+    _check_not_measured(name, anc, measured)
+
+
+def _check_not_measured(name: str, anc: Path, measured: Iterable[str | os.PathLike[str]]) -> None:
+    try:
+        dev = os.stat(anc).st_dev
+    except OSError:
+        return
+    for m in measured:
+        try:
+            if os.stat(m).st_dev != dev:
+                continue
+        except OSError:
+            continue
+        fs = _fs_type(anc)
+        if fs.startswith("fuse") or fs == "cvmfs":
+            raise UsageError(
+                f"{name}: on the file system being measured ({fs} holding {os.fspath(m)}); "
+                "write results elsewhere"
+            )
+
+
+def _fs_type(path: Path) -> str:
+    """The file system type of the mount holding ``path`` (``/proc/self/mounts``)."""
+    from cvmfs_modelio.core.environment import mount_of
+
+    m = mount_of(path)
+    return m.fs_type if m else ""
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -28,7 +28,7 @@ def tensor_ranges(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
     """``(offset, length)`` in bytes of every weight tensor stored in ``path``, sorted."""
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"{p}: no such file")
+        raise UsageError(f"{p}: no such file or directory")
     if p.suffix == ".onnx":
         return _embedded_ranges(p)
     return _external_ranges(p)

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cvmfs_modelio import _native
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import MeasurementError, UsageError
 from cvmfs_modelio.core.events import EVENT_DTYPE, EventLog, Events, FileEntry
 
 PATTERNS: tuple[str, ...] = (
@@ -79,6 +79,7 @@ class ProbeSummary:
     cold_evicted: bool | None  # None: cold not asked or residency untrusted
     cold_left_pages: int | None
     cold_dirty_pages: int | None  # of the pages left, dirty or under writeback (None: unknown)
+    cold_flush: str | None  # fdatasync before the eviction: "ok", or why not ("EROFS")
     hints: list[str]
     threads: int
     failed_ops: int
@@ -88,9 +89,49 @@ class ProbeSummary:
     verify_bad_bytes: int | None
     params: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def not_cold(self) -> str | None:
+        """Why a cold run was not (verifiably) cold; None when it was, or was not asked.
+
+        Pages resident when the first operation starts make a cold number warm (a hint
+        such as ``--fadvise willneed``, another reader); pages brought in during the run
+        (readahead, an mmap pattern faulting the whole file in) are what a cold run measures.
+        """
+        if not self.cold:
+            return None
+        if isinstance(self.residency_before, str):
+            return "residency not verifiable (untrusted): cold not guaranteed"
+        if self.residency_before > 0:
+            return f"{self.residency_before} of {self.total_pages} pages resident at the start"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready form."""
-        return asdict(self)
+        """JSON-ready form; every key carries its unit (``docs/results-format.md``)."""
+        d = asdict(self)
+        out = {_JSON_KEYS.get(k, k): v for k, v in d.items()}
+        out["params"] = {_PARAM_KEYS.get(k, k): v for k, v in d["params"].items()}
+        out["not_cold"] = self.not_cold
+        return out
+
+
+# ProbeSummary field -> JSON key, where the field's name does not say its unit.
+_JSON_KEYS = {
+    "file_size": "file_size_bytes",
+    "bytes": "read_bytes",
+    "throughput_bps": "throughput_bytes_per_s",
+    "iops": "ops_per_s",
+    "minflt": "minor_faults",
+    "majflt": "major_faults",
+    "residency_before": "resident_pages_before",
+    "residency_after": "resident_pages_after",
+    "total_pages": "file_pages",
+}
+_PARAM_KEYS = {
+    "block": "block_bytes",
+    "stride": "stride_bytes",
+    "align": "align_bytes",
+    "count": "ops",
+}
 
 
 @dataclass(frozen=True)
@@ -282,6 +323,8 @@ def probe(
     whole file before the run, ``madvise`` to the mapping (mmap patterns).  ``cold`` evicts
     the file from the page cache first and checks it; ``faults`` counts minor/major faults
     per operation; ``verify`` (``"file"`` or ``"pattern"``) checks every byte read.
+    ``cold`` first writes the file's dirty pages back (fdatasync), then evicts and counts:
+    pages left (with trusted residency) raise MeasurementError and nothing is run.
     ``residency`` ``"auto"`` counts resident pages with cachestat where the kernel has it,
     ``"mincore"`` always with mincore.  ``file_id`` goes into every event.
     Raises UsageError (one line naming the file) on bad input.
@@ -348,6 +391,15 @@ def probe(
     except ValueError as e:
         msg = str(e)
         raise UsageError(msg if msg.startswith(p + ":") else f"{p}: {msg}") from None
+    if not info["ran"]:
+        dirty = int(info["cold_dirty_pages"])
+        why = f" ({dirty} dirty or under writeback)" if dirty > 0 else ""
+        raise MeasurementError(
+            f"{p}: cold run refused: {int(info['cold_left_pages'])} of "
+            f"{-(-size // PAGE_SIZE)} pages still in the page cache after fdatasync "
+            f"({info['cold_flush']}) and eviction{why}; is another process mapping or "
+            "writing it?"
+        )
     events: Events = raw.view(EVENT_DTYPE)
     st = os.stat(p)
     entry = FileEntry(file_id, os.path.abspath(p), int(info["file_size"]), st.st_dev, st.st_ino)
@@ -401,6 +453,7 @@ def _summarise(
             if cold and trusted and int(info["cold_dirty_pages"]) >= 0
             else None
         ),
+        cold_flush=str(info["cold_flush"]) if cold else None,
         hints=[str(h) for h in info["hints"]],
         threads=int(info["threads"]),
         failed_ops=int(info["failed_ops"]),

@@ -361,6 +361,8 @@ def publish(
     src, store = Path(src_dir), Path(store_dir)
     t_wall = time.perf_counter_ns()
     stage_ns = dict.fromkeys(STAGES, 0)
+    if not src.exists():
+        raise UsageError(f"{src}: no such file or directory")
     if not src.is_dir():
         raise UsageError(f"{src}: not a directory")
     _check_store(store, src)

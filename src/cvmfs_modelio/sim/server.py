@@ -1,7 +1,9 @@
 """``serve()``: an emulated stratum (builtin or nginx), optionally a squid site proxy in front.
 
     with serve(store, server="builtin", proxy="squid", faults=[FaultRule("P$", "500", 1)]) as srv:
-        srv.url            # the stratum, http://127.0.0.1:PORT (through the WAN emulator if set)
+        srv.url            # what clients use, http://127.0.0.1:PORT: the WAN emulator if
+                           # one is asked for (rtt_ms/bandwidth/netem), else the stratum
+        srv.origin_url     # the stratum itself (== srv.url without a WAN emulator)
         srv.proxy          # the site proxy, http://127.0.0.1:PORT, or None
         srv.requests()     # the stratum's request log (EventLog, HTTP_SERVER / HTTP_REQUEST)
         srv.proxy_requests()
@@ -54,6 +56,11 @@ class ServerStack:
     (0: unlimited), ``rtt_ms`` in milliseconds (0: none); ``log``/``proxy_log``: event files
     written when the stack stops; ``netem``: put the WAN emulator in front even without
     limits (to measure its own cost).
+
+    ``port`` is the port clients use (``url``): the WAN emulator's when there is one, so a
+    client given that port always pays the emulated WAN; the stratum behind it then listens
+    on ``origin_port`` (0: any free port).  Without a WAN emulator the stratum listens on
+    ``port`` and ``origin_port`` must be 0.
     """
 
     def __init__(
@@ -69,8 +76,11 @@ class ServerStack:
         proxy_port: int = 0,
         proxy_log: str | os.PathLike[str] | None = None,
         netem: bool = False,
+        origin_port: int = 0,
     ) -> None:
         self.store = Path(store)
+        if not self.store.exists():
+            raise UsageError(f"{self.store}: no such file or directory")
         if not (self.store / MANIFEST).is_file():
             raise UsageError(f"{self.store}: not a published store (no {MANIFEST})")
         if server not in SERVERS:
@@ -85,9 +95,19 @@ class ServerStack:
         if not (math.isfinite(rtt_ms) and math.isfinite(bandwidth)):
             # NaN compares false to everything: it would silently mean "no WAN emulation"
             raise UsageError(f"--rtt-ms and --bandwidth must be finite, got {rtt_ms}, {bandwidth}")
+        wan = bool(rtt_ms or bandwidth or netem)
+        if origin_port and not wan:
+            raise UsageError(
+                "--origin-port: only with the WAN emulator (--rtt-ms, --bandwidth or --netem); "
+                "without it the stratum listens on --port"
+            )
+        if origin_port and origin_port == port:
+            raise UsageError(f"--origin-port {origin_port}: the same port as --port")
+        self._wan = wan
         self.server_kind = server
         self.proxy_kind = proxy
         self._port = port
+        self._origin_port = origin_port if wan else port
         self._proxy_port = proxy_port
         self._log_path = log
         self._proxy_log_path = proxy_log
@@ -116,23 +136,29 @@ class ServerStack:
         return self
 
     def _start(self) -> None:
+        # Which option named the stratum's port, for the error message.
+        oopt = "--origin-port" if self._wan else "--port"
         if self.server_kind == "builtin":
             try:
-                self._builtin = BuiltinServer(self.store, self._port, self._faults).start()
+                self._builtin = BuiltinServer(self.store, self._origin_port, self._faults).start()
             except OSError as e:
-                raise UsageError(f"--port {self._port}: cannot listen: {e.strerror}") from None
+                msg = f"{oopt} {self._origin_port}: cannot listen: {e.strerror}"
+                raise UsageError(msg) from None
             self.origin_url = self._builtin.url
         else:
-            self._nginx = NginxServer(self.store, self._port)
+            self._nginx = NginxServer(self.store, self._origin_port)
             try:
                 self._nginx.start()
             except RuntimeError as e:
                 raise UsageError(f"--server nginx: {e}") from None
             self.origin_url = self._nginx.url
         self.url = self.origin_url
-        if self._rtt_ms or self._bandwidth or self._force_netem:
+        if self._wan:
             host, port = self.origin_url.rsplit("/", 1)[-1].split(":")
-            netem = NetemProxy(host, int(port), self._rtt_ms, self._bandwidth)
+            try:
+                netem = NetemProxy(host, int(port), self._rtt_ms, self._bandwidth, port=self._port)
+            except OSError as e:
+                raise UsageError(f"--port {self._port}: cannot listen: {e.strerror}") from None
             self._netem = netem
             netem.start()
             self.url = netem.url

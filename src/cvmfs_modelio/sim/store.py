@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvmfs_modelio.core.atomicio import write_atomic_bytes
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError, os_error
 
 MANIFEST = ".cvmfspublished"
 DATA = "data"
@@ -125,7 +125,7 @@ def read_manifest(store: str | os.PathLike[str]) -> Manifest | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise UsageError(f"{p}: cannot read: {e.strerror}") from None
+        raise os_error(p, e) from None
     return parse_manifest(data, str(p))
 
 

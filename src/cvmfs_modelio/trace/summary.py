@@ -29,8 +29,14 @@ class FileTotals:
     last_ns: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return dict(self.__dict__)
+        """JSON-ready form; keys end in their unit (``size_bytes``, ``read_bytes``, ...)."""
+        d = dict(self.__dict__)
+        out: dict[str, Any] = {"file_id": d.pop("file_id"), "path": d.pop("path")}
+        out["size_bytes"] = d.pop("size")
+        for k in ("read", "mapped", "paged_in", "faulted", "perf"):
+            out[f"{k}_bytes"] = d.pop(f"bytes_{k}")
+        out.update(d)
+        return out
 
 
 def file_totals(log: EventLog) -> list[FileTotals]:

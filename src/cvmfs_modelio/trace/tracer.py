@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.errors import UsageError, os_reason
 from cvmfs_modelio.core.events import (
     EventFileError,
     EventLog,
@@ -147,6 +147,12 @@ def _run_child(command: Sequence[str], env: dict[str, str]) -> int:
         raise UsageError(f"{command[0]}: permission denied") from None
     try:
         rc = proc.wait()
+    except KeyboardInterrupt:
+        # SIGTERM to us (the CLI turns it into an exception): pass it on, never leave the
+        # traced program running on its own.
+        proc.terminate()
+        proc.wait()
+        raise
     finally:
         signal.signal(signal.SIGINT, old)
     return exit_status(rc)
@@ -161,7 +167,7 @@ def trace_files(path: str | os.PathLike[str]) -> list[Path]:
     if p.is_file():
         return [p]
     if not p.is_dir():
-        raise UsageError(f"{p}: no such trace (not a file or directory)")
+        raise UsageError(f"{p}: no such file or directory")
     files = sorted(p.glob(f"*{TRACE_SUFFIX}"))
     if not files:
         raise UsageError(f"{p}: no trace files (*{TRACE_SUFFIX}) in directory")
@@ -218,7 +224,7 @@ def read_trace(path: str | os.PathLike[str]) -> EventLog:
         try:
             data = f.read_bytes()
         except OSError as e:
-            raise EventFileError(f"{f}: cannot read: {e.strerror}") from None
+            raise EventFileError(f"{f}: {os_reason(e)}") from None
         logs.append((str(f), parse_event_bytes(data, str(f))))
     return merge_logs(logs)
 

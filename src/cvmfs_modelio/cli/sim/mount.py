@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cvmfs_modelio.cli import _types as T
+from cvmfs_modelio.core import units
 from cvmfs_modelio.core.errors import UsageError
-from cvmfs_modelio.core.units import parse_size
 from cvmfs_modelio.sim.mount import (
     MountOptions,
     SimMount,
@@ -29,8 +30,20 @@ def register(verbs: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("url", metavar="URL")
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("--cache", help=f"client cache directory (default {default_cache_dir()})")
-    p.add_argument("--rtt-ms", type=float, default=0.0, help="emulated round-trip time (ms)")
-    p.add_argument("--bandwidth", help="emulated bandwidth in bytes/s (e.g. 100MiB)")
+    p.add_argument(
+        "--rtt-ms",
+        type=T.number(float, 0, 1e6),
+        default=0.0,
+        metavar="MS",
+        help="emulated round-trip time, milliseconds (default 0: none)",
+    )
+    p.add_argument(
+        "--bandwidth",
+        type=T.bandwidth(),
+        default=0,
+        metavar="RATE",
+        help=f"emulated bandwidth ({units.BANDWIDTH_HELP}; default 0)",
+    )
     p.add_argument("--parallel", type=int, default=16, help="HTTP connections (default 16)")
     p.add_argument(
         "--prefetch", type=int, default=0, help="chunks fetched ahead (default 0, as cvmfs2)"
@@ -48,7 +61,7 @@ def options_from_args(args: argparse.Namespace) -> MountOptions:
     opts = MountOptions(
         cache=Path(args.cache) if args.cache else None,
         rtt_ms=args.rtt_ms,
-        bandwidth=parse_size(args.bandwidth, "--bandwidth") if args.bandwidth else 0,
+        bandwidth=args.bandwidth,
         parallel=args.parallel,
         prefetch=args.prefetch,
         timeout_s=args.timeout,

@@ -8,9 +8,10 @@ import sys
 import time
 from typing import Any
 
+from cvmfs_modelio.cli import _types as T
 from cvmfs_modelio.core.errors import UsageError
 from cvmfs_modelio.core.jsonout import check_dest, write_json
-from cvmfs_modelio.core.units import fmt_bytes, fmt_ns, fmt_rate, parse_size
+from cvmfs_modelio.core.units import fmt_bytes, fmt_ns, fmt_rate
 from cvmfs_modelio.sim.publish import (
     DEFAULT_AVG,
     DEFAULT_MAX,
@@ -31,15 +32,33 @@ def register(verbs: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("src_dir", metavar="SRC_DIR")
     p.add_argument("store", metavar="STORE")
-    p.add_argument("--min", dest="min_size", help="minimum chunk size (default 4MiB)")
-    p.add_argument("--avg", dest="avg_size", help="average chunk size (default 8MiB)")
-    p.add_argument("--max", dest="max_size", help="maximum chunk size (default 16MiB)")
+    for opt, dest, what, default in (
+        ("--min", "min_size", "minimum", "4MiB"),
+        ("--avg", "avg_size", "average", "8MiB"),
+        ("--max", "max_size", "maximum", "16MiB"),
+    ):
+        p.add_argument(
+            opt,
+            dest=dest,
+            type=T.size(),
+            metavar="SIZE",
+            help=f"{what} chunk size, bytes (CVMFS_{what[:3].upper()}_CHUNK_SIZE; "
+            f"default {default})",
+        )
     p.add_argument(
         "--no-chunking", action="store_true", help="store every file as one whole object"
     )
-    p.add_argument("--compression", choices=("zlib", "none"), default="zlib")
+    p.add_argument(
+        "--compression", choices=("zlib", "none"), default="zlib", help="object compression"
+    )
     p.add_argument("--repo", help="repository name (default: kept, or sim.cvmfs.io)")
-    p.add_argument("--workers", type=int, default=0, help="compression threads (default: CPUs)")
+    p.add_argument(
+        "--workers",
+        type=T.number(int, 0, 1024),
+        default=0,
+        metavar="N",
+        help="compression threads (default 0: one per CPU)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the result and environment as JSON")
     p.set_defaults(func=run)
 
@@ -48,17 +67,29 @@ def params_from_args(args: argparse.Namespace) -> PublishParams:
     sizes = (args.min_size, args.avg_size, args.max_size)
     if args.no_chunking and any(s is not None for s in sizes):
         raise UsageError("--no-chunking cannot be combined with --min/--avg/--max")
-    if args.workers < 0:
-        raise UsageError(f"--workers: {args.workers} is negative")
     return PublishParams(
-        min_size=parse_size(args.min_size, "--min") if args.min_size else DEFAULT_MIN,
-        avg_size=parse_size(args.avg_size, "--avg") if args.avg_size else DEFAULT_AVG,
-        max_size=parse_size(args.max_size, "--max") if args.max_size else DEFAULT_MAX,
+        min_size=DEFAULT_MIN if args.min_size is None else args.min_size,
+        avg_size=DEFAULT_AVG if args.avg_size is None else args.avg_size,
+        max_size=DEFAULT_MAX if args.max_size is None else args.max_size,
         chunking=not args.no_chunking,
         compression=args.compression,
         repository=args.repo,
         workers=args.workers,
     )
+
+
+_UNIT_KEYS = {
+    "min_size": "min_bytes",
+    "avg_size": "avg_bytes",
+    "max_size": "max_bytes",
+    "bytes_in": "in_bytes",
+    "bytes_referenced": "referenced_bytes",
+    "bytes_added": "added_bytes",
+}
+
+
+def _with_units(d: dict[str, Any]) -> dict[str, Any]:
+    return {_UNIT_KEYS.get(k, k): v for k, v in d.items()}
 
 
 def format_result(r: PublishResult) -> str:
@@ -102,7 +133,8 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
-    check_dest(args.json)
+    check_dest(args.store, directory=True)
+    check_dest(args.json, [args.src_dir, args.store])
     progress = _Progress() if sys.stderr.isatty() else None
     result = publish(args.src_dir, args.store, params, progress=progress)
     if progress is not None:
@@ -113,10 +145,11 @@ def run(args: argparse.Namespace) -> int:
             args.json,
             {
                 "command": "sim publish",
-                "params": dataclasses.asdict(params),
-                "result": dataclasses.asdict(result),
+                "params": _with_units(dataclasses.asdict(params)),
+                "result": _with_units(dataclasses.asdict(result)),
             },
             schema="sim.publish",
+            version=2,  # 2: units in keys (min_bytes, in_bytes, added_bytes, ...)
             measured=[args.src_dir, args.store],
         )
     return 0

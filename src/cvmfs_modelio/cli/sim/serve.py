@@ -9,9 +9,10 @@ import threading
 from types import FrameType
 from typing import Any
 
-from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.cli import _types as T
+from cvmfs_modelio.core import units
 from cvmfs_modelio.core.jsonout import check_dest
-from cvmfs_modelio.core.units import fmt_rate, parse_size
+from cvmfs_modelio.core.units import fmt_rate
 from cvmfs_modelio.sim.faults import parse_fault
 from cvmfs_modelio.sim.server import PROXIES, SERVERS, serve
 
@@ -23,14 +24,45 @@ def register(verbs: argparse._SubParsersAction[Any]) -> None:
         description="Serve STORE on 127.0.0.1 until SIGINT/SIGTERM, logging every request.",
     )
     p.add_argument("store", metavar="STORE")
-    p.add_argument("--port", type=int, default=0, help="stratum port (default: any free port)")
-    p.add_argument("--server", choices=SERVERS, default="builtin")
-    p.add_argument("--proxy", choices=PROXIES, help="put a site proxy in front (forward proxy)")
-    p.add_argument("--proxy-port", type=int, default=0)
+    p.add_argument(
+        "--port",
+        type=T.port(),
+        default=0,
+        help="the port clients use: the WAN emulator's when --rtt-ms/--bandwidth/--netem "
+        "is given, else the stratum's (default 0: any free port)",
+    )
+    p.add_argument(
+        "--origin-port",
+        type=T.port(),
+        default=0,
+        help="the stratum's own port behind the WAN emulator, undelayed (default 0: any free "
+        "port; only with the WAN emulator)",
+    )
+    p.add_argument(
+        "--server", choices=SERVERS, default="builtin", help="the stratum: builtin or nginx"
+    )
+    p.add_argument(
+        "--proxy", choices=PROXIES, help="put a site proxy in front (forward proxy; default none)"
+    )
+    p.add_argument(
+        "--proxy-port", type=T.port(), default=0, help="the proxy's port (default 0: any free)"
+    )
     p.add_argument("--log", metavar="FILE", help="stratum request log (event file), at exit")
     p.add_argument("--proxy-log", metavar="FILE", help="proxy request log (event file), at exit")
-    p.add_argument("--rtt-ms", type=float, default=0.0, help="emulated WAN round-trip time")
-    p.add_argument("--bandwidth", help="emulated WAN bandwidth per second, e.g. 100MiB")
+    p.add_argument(
+        "--rtt-ms",
+        type=T.number(float, 0, 1e6),
+        default=0.0,
+        metavar="MS",
+        help="emulated WAN round-trip time, milliseconds (default 0: none)",
+    )
+    p.add_argument(
+        "--bandwidth",
+        type=T.bandwidth(),
+        default=0,
+        metavar="RATE",
+        help=f"emulated WAN bandwidth ({units.BANDWIDTH_HELP}; default 0)",
+    )
     p.add_argument(
         "--netem",
         action="store_true",
@@ -47,11 +79,7 @@ def register(verbs: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("port", "proxy_port"):
-        v = getattr(args, name)
-        if not 0 <= v <= 65535:
-            raise UsageError(f"--{name.replace('_', '-')}: {v} is not a TCP port")
-    bandwidth = parse_size(args.bandwidth, "--bandwidth") if args.bandwidth else 0
+    bandwidth = args.bandwidth
     for dest in (args.log, args.proxy_log):
         check_dest(dest)  # written at exit: refuse a bad path now, not after serving
     faults = [parse_fault(s) for s in args.fault]
@@ -74,13 +102,17 @@ def run(args: argparse.Namespace) -> int:
             proxy_port=args.proxy_port,
             proxy_log=args.proxy_log,
             netem=args.netem,
+            origin_port=args.origin_port,
         ) as srv:
-            lines = [f"stratum  {srv.url}  ({args.server})"]
             if srv.url != srv.origin_url:
-                bw = fmt_rate(bandwidth) if bandwidth else "unlimited"
-                lines.append(
-                    f"  via WAN emulator: rtt {args.rtt_ms:g} ms, {bw} (origin {srv.origin_url})"
-                )
+                bw = fmt_rate(bandwidth) if bandwidth else "unlimited bandwidth"
+                lines = [
+                    f"stratum  {srv.url}  ({args.server} through the WAN emulator: "
+                    f"rtt {args.rtt_ms:g} ms, {bw}; clients use this)",
+                    f"origin   {srv.origin_url}  (the stratum itself, undelayed)",
+                ]
+            else:
+                lines = [f"stratum  {srv.url}  ({args.server}, no WAN emulator)"]
             if srv.proxy:
                 lines.append(f"proxy    {srv.proxy}  (squid; use as HTTP proxy)")
             lines.append("serving until SIGINT/SIGTERM")
