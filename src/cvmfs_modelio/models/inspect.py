@@ -215,3 +215,23 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelMap:
     from cvmfs_modelio.models.formats import read_model
 
     return read_model(Path(path))
+
+
+def alignment_profile(m: ModelMap) -> dict[str, Any]:
+    """How a model's tensors sit against page and chunk boundaries (weights by bytes).
+
+    ``min_alignment_bytes``: the smallest alignment among tensors of at least 4 KiB (small
+    tensors are packed by every writer and matter little); ``aligned_4k_share`` and
+    ``aligned_64k_share``: the share of weight bytes in tensors whose offset is a multiple
+    of 4 KiB / 64 KiB.
+    """
+    big = [t for t in m.tensors if t.length_bytes >= 4096]
+    total = sum(t.length_bytes for t in m.tensors)
+    a4 = sum(t.length_bytes for t in m.tensors if t.alignment >= 4096)
+    a64 = sum(t.length_bytes for t in m.tensors if t.alignment >= 65536)
+    return {
+        "tensors": len(m.tensors),
+        "min_alignment_bytes": min((t.alignment for t in big), default=None),
+        "aligned_4k_share": a4 / total if total else 0.0,
+        "aligned_64k_share": a64 / total if total else 0.0,
+    }
