@@ -110,11 +110,27 @@ def walk(data: bytes, max_ops: int = 10_000_000) -> Any:
             elif name in ("NEWTRUE", "NEWFALSE"):
                 stack.append(name == "NEWTRUE")
             elif name in (
-                "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4",
-                "FLOAT", "BINFLOAT", "STRING", "BINSTRING", "SHORT_BINSTRING",
-                "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "UNICODE", "BINUNICODE",
-                "SHORT_BINUNICODE", "BINUNICODE8", "BYTEARRAY8",
-            ):  # fmt: skip
+                "INT",
+                "BININT",
+                "BININT1",
+                "BININT2",
+                "LONG",
+                "LONG1",
+                "LONG4",
+                "FLOAT",
+                "BINFLOAT",
+                "STRING",
+                "BINSTRING",
+                "SHORT_BINSTRING",
+                "BINBYTES",
+                "SHORT_BINBYTES",
+                "BINBYTES8",
+                "UNICODE",
+                "BINUNICODE",
+                "SHORT_BINUNICODE",
+                "BINUNICODE8",
+                "BYTEARRAY8",
+            ):
                 stack.append(arg)
             elif name == "EMPTY_LIST":
                 stack.append([])

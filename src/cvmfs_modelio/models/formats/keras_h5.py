@@ -51,8 +51,9 @@ def read(path: Path) -> ModelMap:
     return build_map(fmt, shown, [shown], spans, notes=notes)
 
 
-def _dataset(h5py: Any, name: str, ds: Any, file: str, spans: list[TensorSpan],
-             notes: list[str]) -> None:  # fmt: skip
+def _dataset(
+    h5py: Any, name: str, ds: Any, file: str, spans: list[TensorSpan], notes: list[str]
+) -> None:
     dt = ds.dtype
     if dt.kind in ("O", "S", "U", "V") and dt.names is None and dt.kind != "V":
         return

@@ -51,8 +51,15 @@ DTYPES: dict[int, tuple[str, int]] = {
     26: ("int2", 2),
 }
 # TensorProto fields that hold the values (raw_data first: what every modern writer uses).
-_DATA_FIELDS = {9: "raw_data", 4: "float_data", 5: "int32_data", 7: "int64_data",
-                10: "double_data", 11: "uint64_data", 6: "string_data"}  # fmt: skip
+_DATA_FIELDS = {
+    9: "raw_data",
+    4: "float_data",
+    5: "int32_data",
+    7: "int64_data",
+    10: "double_data",
+    11: "uint64_data",
+    6: "string_data",
+}
 _EXTERNAL = 1
 
 

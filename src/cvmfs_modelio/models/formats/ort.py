@@ -111,7 +111,7 @@ def read(path: Path) -> ModelMap:
             if model is None or model.Graph() is None:
                 raise FormatError("no model graph")
             version = (session.OrtVersion() or b"?").decode("utf-8", "replace")
-            w.notes.append(f"written by ONNX Runtime {version}, IR version {model.IrVersion()}")
+            w.notes.append(f"ORT format version {version}, ONNX IR version {model.IrVersion()}")
             w.graph(model.Graph(), 0)
         except (FormatError, struct.error, IndexError, ValueError, TypeError, OverflowError) as e:
             raise UsageError(f"{shown}: not a readable ORT format model ({e})") from None

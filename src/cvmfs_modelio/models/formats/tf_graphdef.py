@@ -18,9 +18,17 @@ from cvmfs_modelio.models.formats._io import mapped
 from cvmfs_modelio.models.inspect import ModelMap, TensorSpan, build_map
 
 FORMAT = "tf-graphdef"
-_VAL_FIELDS = {4: "tensor_content", 5: "float_val", 6: "double_val", 7: "int_val",
-               10: "int64_val", 11: "bool_val", 13: "half_val", 16: "uint32_val",
-               17: "uint64_val"}  # fmt: skip
+_VAL_FIELDS = {
+    4: "tensor_content",
+    5: "float_val",
+    6: "double_val",
+    7: "int_val",
+    10: "int64_val",
+    11: "bool_val",
+    13: "half_val",
+    16: "uint32_val",
+    17: "uint64_val",
+}
 
 
 def looks_like(buf: pw.Buffer) -> bool:
@@ -65,8 +73,9 @@ def _tensor(buf: pw.Buffer, f: pw.Field, name: str, file: str) -> tuple[TensorSp
     return TensorSpan(name, tp.dtype_name(dtype), dims, file, start, end - start), note
 
 
-def _node(buf: pw.Buffer, node: pw.Field, file: str, out: list[TensorSpan],
-          notes: list[str]) -> None:  # fmt: skip
+def _node(
+    buf: pw.Buffer, node: pw.Field, file: str, out: list[TensorSpan], notes: list[str]
+) -> None:
     """One NodeDef: the tensors among its attributes (``value`` of a Const is named as the node)."""
     name = ""
     attrs = []
