@@ -43,7 +43,7 @@ KINDS = tuple(f"{a}-{f}" for a in ARCHS for f in FORMS)
 DEFAULT_SIZE = 64 << 20
 POOL = 1 << 22  # normal deviates in the pool (16 MiB of float32)
 BLOCK = 1 << 22  # elements per generated block
-MLP_INPUTS = 100
+MLP_INPUTS = 300  # 1200-byte normalisation vectors: external, so packed data is unaligned
 MLP_CLASSES = 10
 OPSET = 17
 IR_VERSION = 8
@@ -181,7 +181,8 @@ def mlp(
 
 def decoder_shape(size_bytes: int) -> tuple[int, int, int, int]:
     """(d_model, layers, vocab, context) of a decoder of about ``size_bytes`` of weights."""
-    for d in (4096, 2048, 1024, 768, 512, 256, 128):
+    # GPT-2 widths (768 ... 1600): packed tensors then fall on 256 B-1 KiB, not 4 KiB, bounds.
+    for d in (1600, 1280, 768, 384, 192, 128):
         vocab = 32000 if size_bytes >= (256 << 20) else 8000
         ctx = 512
         emb = 4 * (2 * vocab * d + ctx * d + 2 * d)
