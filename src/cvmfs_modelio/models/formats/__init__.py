@@ -93,13 +93,34 @@ def detect(path: Path) -> str | None:
     return None
 
 
+# Formats without a magic number: when the content does not say, the suffix picks the reader
+# (so a truncated .onnx gets the ONNX reader's reason rather than "unknown format").
+SUFFIX_READERS = {
+    ".onnx": "onnx",
+    ".ort": "ort",
+    ".pb": "tf_graphdef",
+    ".safetensors": "safetensors",
+    ".gguf": "gguf",
+    ".h5": "keras_h5",
+    ".hdf5": "keras_h5",
+    ".pt": "torch_zip",
+    ".pth": "torch_zip",
+    ".params": "mxnet",
+    ".index": "tf_checkpoint",
+}
+
+
+def _is_pickle(head: bytes) -> bool:
+    return head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5
+
+
 def _what_else(path: Path) -> str:
     """Why a file that no reader takes is not a model (the end of the one-line error)."""
     size = path.stat().st_size
     if size == 0:
         return "empty file, not a model"
     head, _ = _head_tail(path, size)
-    if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+    if _is_pickle(head):
         return (
             "a Python pickle (e.g. a legacy torch.save file): not read, unpickling runs "
             "arbitrary code"
@@ -139,7 +160,6 @@ def read_model(path: Path) -> ModelMap:
         raise UsageError(f"{shown}: is a directory (give the model file)")
     if not path.is_file():
         raise UsageError(f"{shown}: not a regular file")
-    del st
     name = detect(path)
     if name is not None:
         return reader(name).read(path)  # type: ignore[no-any-return]
@@ -154,4 +174,7 @@ def read_model(path: Path) -> ModelMap:
     owners = onnx.referencing_models(path)
     if owners:
         return onnx.read(owners[0])
+    by_suffix = SUFFIX_READERS.get(path.suffix.lower())
+    if by_suffix and st.st_size > 0 and not _is_pickle(_head_tail(path, st.st_size)[0]):
+        return reader(by_suffix).read(path)  # type: ignore[no-any-return]
     raise UsageError(f"{shown}: {_what_else(path)}")

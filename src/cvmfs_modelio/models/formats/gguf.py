@@ -28,7 +28,7 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     6: ("q5_0", 32, 22),
     7: ("q5_1", 32, 24),
     8: ("q8_0", 32, 34),
-    9: ("q8_1", 32, 36),
+    9: ("q8_1", 32, 40),
     10: ("q2_k", 256, 84),
     11: ("q3_k", 256, 110),
     12: ("q4_k", 256, 144),
@@ -53,6 +53,8 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     34: ("tq1_0", 256, 54),
     35: ("tq2_0", 256, 66),
     39: ("mxfp4", 32, 17),
+    40: ("nvfp4", 64, 36),
+    41: ("q1_0", 128, 18),
 }
 # metadata value type -> size of a scalar (strings and arrays handled apart)
 _SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
