@@ -3,7 +3,8 @@
 ``make(kind, out, size_bytes=..., seed=...)`` writes one model.  A kind is ``ARCH-FORM``:
 
 - ARCH ``mlp``: input normalisation, then ``MatMul + Add + Relu`` layers of ``width`` square
-  float32 weights, then a 10-way output layer (the shape of the CMS taggers, scaled up);
+  float32 weights (the widest of 4096 ... 256 giving at least 8 layers), then a 10-way
+  output layer (the shape of the CMS taggers, scaled up);
 - ARCH ``decoder``: a GPT-shaped decoder (token and position embeddings, pre-LayerNorm
   blocks with causal self-attention and a GELU MLP, untied LM head), width and depth chosen
   from the size;
@@ -131,8 +132,8 @@ def mlp(
     helper = _helper()
     from onnx import TensorProto
 
-    if width is None:
-        width = 1024 if size_bytes < (512 << 20) else 4096
+    if width is None:  # the widest layers that still give at least 8 of them
+        width = next((w for w in (4096, 2048, 1024, 512, 256) if 32 * w * w <= size_bytes), 128)
     per_layer = 4 * (width * width + width)
     fixed = 4 * (2 * MLP_INPUTS + MLP_INPUTS * width + width + width * MLP_CLASSES + MLP_CLASSES)
     layers = max(0, (size_bytes - fixed) // per_layer)
