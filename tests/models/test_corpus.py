@@ -175,9 +175,13 @@ def test_safetensors_and_ort_hold_the_same_weights(tmp_path: Path, arch: str) ->
         maps[form] = inspect_model(g.files[0])
     model = onnx.load(str(_out(tmp_path, f"{arch}-onnx")))
     ref = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    _model, ws, _params = (corpus.mlp if arch == "mlp" else corpus.decoder)(SMALL, 0)
+    params = {w.name for w in ws if not w.constant}
+    assert params <= set(ref)  # graph constants (shapes, scales) stay out of safetensors
+    assert (params == set(ref)) == (arch == "mlp")
     with safe_open(str(_out(tmp_path, f"{arch}-safetensors")), "np") as f:
-        assert set(f.keys()) == set(ref)
-        for k in ref:
+        assert set(f.keys()) == params
+        for k in params:
             np.testing.assert_array_equal(f.get_tensor(k), ref[k])
     for form in ("onnx", "ort"):
         m = maps[form]

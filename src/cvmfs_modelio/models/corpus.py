@@ -115,14 +115,9 @@ def _model(nodes: list[Any], inputs: list[Any], outputs: list[Any], name: str) -
     return m
 
 
-def _const_weights(start: int, values: dict[str, np.ndarray]) -> list[Weight]:
-    """Small fixed tensors (shapes, scalars) as Weights, so every form stores them alike."""
-    out = []
-    for name, arr in values.items():
-        a = np.array(arr, order="C")  # not ascontiguousarray: it makes scalars 1-D
-        out.append(Weight(name, tuple(a.shape), writers.fixed(a), str(a.dtype)))
-    del start
-    return out
+def _const_weights(values: dict[str, np.ndarray]) -> list[Weight]:
+    """Small fixed tensors (shapes, scalars): graph constants, not parameters."""
+    return [writers.constant(name, arr) for name, arr in values.items()]
 
 
 def mlp(
@@ -208,7 +203,6 @@ def decoder(size_bytes: int, seed: int) -> tuple[Any, list[Weight], dict[str, An
         gen.weight(next(idx), "wpe", (ctx, d), 0.01),
     ]
     ws += _const_weights(
-        0,
         {
             "split_qkv": np.array([d, d, d], dtype=np.int64),
             "heads_shape": np.array([0, 0, heads, dh], dtype=np.int64),
@@ -351,7 +345,7 @@ def make(
     else:
         model, ws, params = decoder(size_bytes, seed)
     params = {**params, "seed": seed, "form": form}
-    total = sum(w.nbytes for w in ws)
+    total = sum(w.nbytes for w in ws if form != "safetensors" or not w.constant)
     if form == "onnx":
         writers.write_onnx_embedded(dest, model, ws)
     elif form in ALIGN:

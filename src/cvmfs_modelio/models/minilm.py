@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from cvmfs_modelio.core.errors import UsageError
-from cvmfs_modelio.models.writers import Weight, fixed
+from cvmfs_modelio.models.writers import Weight, constant, fixed
 
 DEFAULT_SENTENCE = "CernVM-FS serves machine-learning models to the worldwide LHC grid."
 _NEG = float(np.finfo(np.float32).min)
@@ -351,8 +351,9 @@ def onnx_model(
     model.ir_version = 8
     ws = [
         Weight(name, tuple(arr.shape), fixed(np.asarray(arr)), str(arr.dtype))
-        for name, arr in [*weights.items(), *consts.items()]
+        for name, arr in weights.items()
     ]
+    ws += [constant(name, arr) for name, arr in consts.items()]
     params = {
         "arch": "minilm",
         "source": str(d / "model.safetensors"),

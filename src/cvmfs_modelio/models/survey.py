@@ -48,7 +48,8 @@ class Survey:
         }
 
 
-def _files(roots: Iterable[tuple[str, Path]]) -> list[tuple[str, Path]]:
+def _files(roots: Iterable[tuple[str, Path]]) -> list[tuple[str, Path, Path]]:
+    """(label, path, root) of every file under the roots, sorted within each root."""
     out = []
     for label, root in roots:
         if root.is_dir():
@@ -56,9 +57,9 @@ def _files(roots: Iterable[tuple[str, Path]]) -> list[tuple[str, Path]]:
                 dirs.sort()
                 for n in sorted(names):
                     p = Path(dirpath) / n
-                    out.append((f"{label}/{p.relative_to(root)}" if label else str(p), p))
+                    out.append((f"{label}/{p.relative_to(root)}" if label else str(p), p, root))
         elif root.exists():
-            out.append((label or str(root), root))
+            out.append((label or str(root), root, root.parent))
         else:
             raise UsageError(f"{root}: no such file or directory")
     return out
@@ -69,7 +70,7 @@ def survey(roots: Iterable[tuple[str, Path]]) -> Survey:
     rows: list[SurveyRow] = []
     unread: list[tuple[str, str]] = []
     covered: set[str] = set()
-    for label, p in _files(roots):
+    for label, p, root in _files(roots):
         if str(p.resolve()) in covered:
             continue
         try:
@@ -83,6 +84,11 @@ def survey(roots: Iterable[tuple[str, Path]]) -> Survey:
         if any(k in covered for k in key):
             continue
         covered.update(key)
+        model = Path(m.path)
+        if model != p and root in model.parents:  # a weights file: name the model instead
+            label = label[: len(label) - len(str(p.relative_to(root)))] + str(
+                model.relative_to(root)
+            )
         rows.append(SurveyRow(label, m))
     return Survey(tuple(rows), tuple(unread))
 

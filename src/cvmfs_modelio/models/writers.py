@@ -39,10 +39,17 @@ class Weight:
     shape: tuple[int, ...]
     blocks: Callable[[], Iterator[np.ndarray]]
     dtype: str = "float32"
+    constant: bool = False  # a graph constant (shape, axes, scale), not a model parameter
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+def constant(name: str, arr: np.ndarray) -> Weight:
+    """A small graph constant (kept in ONNX forms, left out of safetensors)."""
+    a = np.array(arr, order="C")  # not ascontiguousarray: it makes scalars 1-D
+    return Weight(name, tuple(a.shape), fixed(a), str(a.dtype), constant=True)
 
 
 def fixed(arr: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:
@@ -202,7 +209,11 @@ def write_onnx_external(
 def write_safetensors(
     path: Path, weights: Sequence[Weight], metadata: dict[str, str] | None = None
 ) -> None:
-    """``weights`` as safetensors, in the given order, header padded to 8 bytes as upstream."""
+    """``weights`` as safetensors, in the given order, header padded to 8 bytes as upstream.
+
+    Graph constants (``Weight.constant``) are not parameters and are left out, as a
+    framework's ``save_file(model.state_dict())`` would."""
+    weights = [w for w in weights if not w.constant]
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = dict(metadata)
