@@ -84,10 +84,10 @@ def survey(roots: Iterable[tuple[str, Path]]) -> Survey:
         if any(k in covered for k in key):
             continue
         covered.update(key)
-        model = Path(m.path)
-        if model != p and root in model.parents:  # a weights file: name the model instead
+        model, rroot = Path(m.path).resolve(), root.resolve()
+        if model != p.resolve() and rroot in model.parents:  # a weights file: name the model
             label = label[: len(label) - len(str(p.relative_to(root)))] + str(
-                model.relative_to(root)
+                model.relative_to(rroot)
             )
         rows.append(SurveyRow(label, m))
     return Survey(tuple(rows), tuple(unread))
