@@ -3,12 +3,14 @@
 The graph is a chain ``y = relu(... relu(x @ W0) ... @ Wn)`` of square float32 MatMuls, so
 ONNX Runtime really uses every weight at the first inference.  Weights are random (seeded)
 so that chunk-level deduplication and compression behave as for trained weights, not as
-for constant data.
+for constant data.  The bytes written for given arguments never change (recorded test
+vectors were made with them); :mod:`cvmfs_modelio.models.corpus` has the larger kinds.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.models.writers import FILE_MODE
 
 
 @dataclass(frozen=True)
@@ -85,4 +88,8 @@ def make_model(
         )
     else:
         onnx.save_model(model, str(dest))
+    # onnx creates external data files 0600; a published model must be readable by all.
+    for p in (dest, data_path):
+        if p is not None:
+            os.chmod(p, FILE_MODE)
     return SyntheticModel(dest, data_path, width, layers, layers * 4 * width * width)

@@ -1,27 +1,22 @@
 """Where an ONNX model's weight tensors lie in its files: preferred cuts for layout-aware chunking.
 
-For an ``.onnx`` file with embedded weights the tensors' ``raw_data`` are located in the file
-(the protobuf stores them in initializer order, so one forward search each); for an external
-data file (``model.onnx.data``) the ``.onnx`` files beside it give each tensor's ``offset`` and
-``length``.
+A thin view of the one ONNX reader (:mod:`cvmfs_modelio.models.formats.onnx`): for an
+``.onnx`` file with embedded weights, the exact ``raw_data`` payload of every tensor (those
+under 64 bytes are too small to matter as cuts and are left out); for an external data file
+(``model.onnx.data``), the ``offset`` and ``length`` that the ``.onnx`` files beside it record
+for tensors stored there.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
 from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.models.formats import onnx as onnx_format
+from cvmfs_modelio.models.paths import resolve_inside
 
-
-def _load(onnx_path: Path) -> object:
-    import onnx
-
-    try:
-        return onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError, ValueError, ... on foreign bytes
-        raise UsageError(f"{onnx_path}: not a readable ONNX model ({type(e).__name__})") from None
+MIN_EMBEDDED = 64
 
 
 def tensor_ranges(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
@@ -44,40 +39,33 @@ def tensor_boundaries(path: str | os.PathLike[str]) -> list[int]:
 
 
 def _embedded_ranges(p: Path) -> list[tuple[int, int]]:
-    model = _load(p)
-    ranges = []
-    with open(p, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return []
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            pos = 0
-            for t in model.graph.initializer:  # type: ignore[attr-defined]
-                raw = bytes(t.raw_data)
-                if len(raw) < 64:  # too small to place reliably, and too small to matter
-                    continue
-                at = m.find(raw, pos)
-                if at < 0:
-                    at = m.find(raw)
-                if at < 0:
-                    continue
-                ranges.append((at, len(raw)))
-                pos = at + len(raw)
-    return sorted(ranges)
+    w = onnx_format.walk_file(p)
+    return sorted(
+        (t.data_start, t.data_end - t.data_start)
+        for t in w.tensors
+        if t.data_field == "raw_data"
+        and not t.location_external
+        and t.data_end - t.data_start >= MIN_EMBEDDED
+    )
 
 
 def _external_ranges(p: Path) -> list[tuple[int, int]]:
     ranges = []
-    models = sorted(p.parent.glob("*.onnx"))
-    for onnx_path in models:
-        model = _load(onnx_path)
-        for t in model.graph.initializer:  # type: ignore[attr-defined]
-            info = {e.key: e.value for e in t.external_data}
-            if info.get("location") != p.name:
+    want = p.resolve()
+    for onnx_path in sorted(p.parent.glob("*.onnx")):
+        w = onnx_format.walk_file(onnx_path)
+        for t in w.tensors:
+            loc = t.external.get("location")
+            if not loc:
                 continue
             try:
-                off = int(info.get("offset", "0"))
-                length = int(info["length"]) if "length" in info else -1
+                if resolve_inside(onnx_path.parent, loc) != want:
+                    continue
+            except UsageError:
+                continue
+            try:
+                off = int(t.external.get("offset", "0") or "0")
+                length = int(t.external["length"]) if t.external.get("length") else -1
             except ValueError:
                 raise UsageError(f"{onnx_path}: tensor {t.name!r} has a bad offset") from None
             if length >= 0:
