@@ -14,6 +14,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CMS_MODELS = SHARED / "models" / "cms"
 CHUNK_VECTORS = SHARED / "testvectors" / "cvmfs-chunks"
 FETCH_VECTORS = SHARED / "testvectors" / "cvmfs-fetch"
+CLIENT_VECTORS = SHARED / "testvectors" / "cvmfs-client"
+TIMING_VECTORS = SHARED / "testvectors" / "cvmfs-timing"
 
 
 def vector_content(vec: dict[str, Any]) -> bytes | None:

@@ -87,6 +87,9 @@ def test_cold_load_fetches_exactly_the_chunks_ort_read(tmp_path: Path) -> None:
         assert row.warm_objects_fetched == row.warm_bytes_fetched == 0
         assert all(r.session_ns > 0 and r.first_inference_ns > 0 for r in row.runs)
     assert rows[0].chunks_total > 2  # the chunked store really cut the .data
+    # Campaigns price objects as the real client: the mount said which profile it ran.
+    assert [r.client_profile for r in rows] == ["cvmfs-2.12"] * 2
+    assert all(r.to_dict()["client_profile"] == "cvmfs-2.12" for r in rows)
 
 
 def test_experiment_on_a_real_cms_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,6 +109,7 @@ def test_experiment_on_a_real_cms_model(tmp_path: Path, capsys: pytest.CaptureFi
     assert (row["objects_fetched"], row["bytes_fetched"]) == (1, want[1])
     assert (row["warm_objects_fetched"], row["warm_bytes_fetched"]) == (0, 0)
     assert doc["campaign"]["bandwidth"] == 100 * MiB and doc["campaign"]["rtt_ms"] == 1.0
+    assert doc["campaign"]["client_profile"] == row["client_profile"] == "cvmfs-2.12"
     assert "kernel" in doc["environment"]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio.campaign.experiments import (
+    CAMPAIGN_CLIENT_PROFILE,
     DEFAULT_BANDWIDTH,
     DEFAULT_REPS,
     DEFAULT_RTT_MS,
@@ -52,6 +53,13 @@ def add_campaign_options(p: argparse.ArgumentParser, reps: int = DEFAULT_REPS) -
     )
     p.add_argument("--reps", type=int, default=reps, help=f"repetitions, medians shown ({reps})")
     p.add_argument("--size", default="50MiB", help="weight bytes of each synthetic model (50MiB)")
+    p.add_argument(
+        "--client-profile",
+        choices=("cvmfs-2.12", "fast"),
+        default=CAMPAIGN_CLIENT_PROFILE,
+        help="emulated client's per-object cost: cvmfs-2.12 (as the real client) or fast "
+        f"({CAMPAIGN_CLIENT_PROFILE})",
+    )
 
 
 def campaign_params(args: argparse.Namespace) -> CampaignParams:
@@ -61,6 +69,7 @@ def campaign_params(args: argparse.Namespace) -> CampaignParams:
         bandwidth=units.parse_size(args.bandwidth, "--bandwidth"),
         reps=args.reps,
         trace=bool(getattr(args, "trace", False)),
+        client_profile=args.client_profile,
     )
 
 
