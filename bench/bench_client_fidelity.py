@@ -41,7 +41,9 @@ from cvmfs_modelio.sim.publish import PublishParams, publish
 MiB = 1 << 20
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "client_fidelity.json"
-RECORDING = HERE.parents[1] / "shared" / "testvectors" / "cvmfs-timing" / "cold-real-vs-emulated.json"
+RECORDING = (
+    HERE.parents[1] / "shared" / "testvectors" / "cvmfs-timing" / "cold-real-vs-emulated.json"
+)
 BANDWIDTH = 100 * MiB
 TARGET = 0.05  # every cell within 5% of the recorded real time
 
@@ -227,7 +229,11 @@ def main() -> int:
                 "emulated_recorded_s": rec["emulated_median_s"],
             }
             for p in profiles:
-                xs = [r["seconds"] for r in runs if (r["rtt_ms"], r["workload"], r["profile"]) == (rtt, w, p)]
+                xs = [
+                    r["seconds"]
+                    for r in runs
+                    if (r["rtt_ms"], r["workload"], r["profile"]) == (rtt, w, p)
+                ]
                 med = statistics.median(xs)
                 row[p] = {
                     "median_s": med,
@@ -255,7 +261,9 @@ def main() -> int:
         ]
         for p in profiles:
             c = row[p]
-            ok = "" if p != "cvmfs-2.12" else (" ok" if abs(c["over_real"] - 1) <= TARGET else " !!")
+            ok = (
+                "" if p != "cvmfs-2.12" else (" ok" if abs(c["over_real"] - 1) <= TARGET else " !!")
+            )
             cells_out += [f"{c['median_s']:.3f}", f"{c['over_real']:.3f}{ok}", f"{c['spread']:.1%}"]
         cells_out.append(f"{row['fast_over_cvmfs']:.3f}" if "fast_over_cvmfs" in row else "-")
         cells_out.append(f"{row['fast']['over_recorded_emulated']:.3f}" if "fast" in row else "-")
@@ -266,7 +274,10 @@ def main() -> int:
         print("  ".join(c.rjust(wd) for c, wd in zip(r, widths, strict=True)))
     if "cvmfs-2.12" in profiles:
         worst = max(abs(r["cvmfs-2.12"]["over_real"] - 1) for r in table)
-        print(f"\ncvmfs-2.12: worst cell {worst:.1%} from the recorded real time (target {TARGET:.0%})")
+        print(
+            f"\ncvmfs-2.12: worst cell {worst:.1%} from the recorded real time "
+            f"(target {TARGET:.0%})"
+        )
     print(f"load at the end: {loads[-1]['uptime']}")
 
     payload = {

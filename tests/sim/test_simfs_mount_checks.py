@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -297,7 +298,9 @@ def test_bad_profile_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
     r, _ = _cli("sim", "mount", "http://127.0.0.1:1", str(tmp_path / "m"), "--client-profile", "x")
     assert r.returncode == 2 and "--client-profile" in r.stderr and "cvmfs-2.12" in r.stderr
-    with pytest.raises(UsageError, match="--client-profile: 'x' is not one of cvmfs-2.12, fast"):
+    with pytest.raises(
+        UsageError, match=re.escape("--client-profile: 'x' is not one of cvmfs-2.12, fast")
+    ):
         MountOptions(client_profile="x").validate()
     with pytest.raises(UsageError, match="--cost-per-object-us"):
         MountOptions(cost_per_object_us=-1.0).validate()
