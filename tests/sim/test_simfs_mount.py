@@ -919,3 +919,19 @@ def test_cvmfs_interface_refuses_other_file_systems(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="not on a CVMFS mount"):
         open_mount(tmp_path)
+
+
+def test_client_info_of_the_emulated_mount(mnt: SimMount, server: Any) -> None:
+    from cvmfs_modelio.mounts import open_mount
+
+    info = open_mount(mnt.path / "synthetic").client_info()
+    assert (info.kind, info.version, info.pid) == ("sim", "2.12.0.0", mnt.pid)
+    assert info.client_profile == mnt.client_profile == "cvmfs-2.12"
+    assert (info.timeout_s, info.timeout_direct_s, info.proxy, info.catalogs) == (
+        5,
+        10,
+        "DIRECT",
+        1,
+    )
+    assert info.host == server.url.rstrip("/") and info.revision >= 1
+    assert info.repo_counters["regular"] > 0

@@ -130,6 +130,11 @@ class MountOptions:
 # ------------------------------------------------------------------ mount table
 
 
+def unescape_mount_field(field: str) -> str:
+    """A path field of /proc/mounts or /proc/self/mountinfo with the kernel's \\ooo undone."""
+    return _unescape(field)
+
+
 def _unescape(field: str) -> str:
     # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo.
     out, i = [], 0
