@@ -244,12 +244,17 @@ def main() -> int:
                 }
             if "fast" in profiles and "cvmfs-2.12" in profiles:
                 row["fast_over_cvmfs"] = row["fast"]["median_s"] / row["cvmfs-2.12"]["median_s"]
+                # Load-independent estimate: the profiles' ratio measured side by side here,
+                # carried onto the recording (whose emulated side is the fast profile).
+                row["cvmfs_over_real_by_ratio"] = (
+                    rec["emulated_median_s"] / rec["real_median_s"] / row["fast_over_cvmfs"]
+                )
             table.append(row)
 
     cols = ["RTT", "workload", "obj", "real rec", "emu rec"]
     for p in profiles:
         cols += [f"{p}", f"{p}/real", f"±{p}"]
-    cols += ["fast/cvmfs", "fast/emu rec"]
+    cols += ["fast/cvmfs", "fast/emu rec", "cvmfs/real by ratio"]
     lines = [cols]
     for row in table:
         cells_out = [
@@ -267,6 +272,8 @@ def main() -> int:
             cells_out += [f"{c['median_s']:.3f}", f"{c['over_real']:.3f}{ok}", f"{c['spread']:.1%}"]
         cells_out.append(f"{row['fast_over_cvmfs']:.3f}" if "fast_over_cvmfs" in row else "-")
         cells_out.append(f"{row['fast']['over_recorded_emulated']:.3f}" if "fast" in row else "-")
+        by_ratio = row.get("cvmfs_over_real_by_ratio")
+        cells_out.append(f"{by_ratio:.3f}" if by_ratio is not None else "-")
         lines.append(cells_out)
     widths = [max(len(r[i]) for r in lines) for i in range(len(cols))]
     print()
@@ -274,10 +281,18 @@ def main() -> int:
         print("  ".join(c.rjust(wd) for c, wd in zip(r, widths, strict=True)))
     if "cvmfs-2.12" in profiles:
         worst = max(abs(r["cvmfs-2.12"]["over_real"] - 1) for r in table)
+        inside = sum(abs(r["cvmfs-2.12"]["over_real"] - 1) <= TARGET for r in table)
         print(
-            f"\ncvmfs-2.12: worst cell {worst:.1%} from the recorded real time "
-            f"(target {TARGET:.0%})"
+            f"\ncvmfs-2.12: {inside}/{len(table)} cells within {TARGET:.0%} of the recorded "
+            f"real time, worst {worst:.1%}"
         )
+        if "fast" in profiles:
+            worst_r = max(abs(r["cvmfs_over_real_by_ratio"] - 1) for r in table)
+            inside_r = sum(abs(r["cvmfs_over_real_by_ratio"] - 1) <= TARGET for r in table)
+            print(
+                f"cvmfs-2.12 by ratio (recorded emulated/real / measured fast/cvmfs): "
+                f"{inside_r}/{len(table)} within {TARGET:.0%}, worst {worst_r:.1%}"
+            )
     print(f"load at the end: {loads[-1]['uptime']}")
 
     payload = {
