@@ -143,7 +143,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--reps", type=int, default=5, help="cold runs per cell and profile (5)")
     ap.add_argument("--rtts", default="0,10,25", help="round-trip times in ms (0,10,25)")
-    ap.add_argument("--profiles", default="cvmfs-2.12,fast", help="client profiles compared")
+    ap.add_argument(
+        "--profiles",
+        default="cvmfs-2.12,fast",
+        help="client profiles compared; NAME@US sets the residual per object to US "
+        "microseconds (cvmfs-2.12,fast)",
+    )
     ap.add_argument("--warmup", type=int, default=1, help="discarded runs per cell (1)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="cells to run")
     ap.add_argument("--json", default=str(RESULTS), help=f"result file ({RESULTS})")
@@ -178,10 +183,17 @@ def main() -> int:
                     for p in profiles:
                         mp = work / f"mnt-{p}"
                         mp.mkdir(exist_ok=True)
-                        opts = MountOptions(cache=work / f"cache-{p}", client_profile=p)
+                        # NAME@US: the profile with its residual per object set to US
+                        # microseconds (e.g. cvmfs-2.12@0: the behaviours alone).
+                        name, _, cost = p.partition("@")
+                        opts = MountOptions(
+                            cache=work / f"cache-{p}",
+                            client_profile=name,
+                            cost_per_object_us=float(cost) if cost else None,
+                        )
                         mounts[p] = SimMount(url, mp, opts)
                         mounts[p].start()
-                        assert read_client_profile(mp) == p
+                        assert read_client_profile(mp) == name
                     for w in wls:
                         _, rel, how = WORKLOADS[w]
                         want = int(recipes[w]["objects_fetched_cold"])
