@@ -179,7 +179,10 @@ int reply_from_fd(fuse_req_t req, int fd, std::int64_t pos, std::size_t len) {
     }
     return fuse_reply_buf(req, buf.data(), got);
   }
-  fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+  // FUSE_BUFVEC_INIT is a compound literal (not ISO C++): the same fields set one by one.
+  fuse_bufvec bv{};
+  bv.count = 1;
+  bv.buf[0].size = len;
   bv.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   bv.buf[0].fd = fd;
   bv.buf[0].pos = pos;
