@@ -158,7 +158,7 @@ def main() -> int:
         warm: dict[str, list[float]] = {
             k: [] for k in ("mnt_seq", "dir_seq", "mnt_rand", "dir_rand")
         }
-        with SimMount(url, mnt, MountOptions(cache=work / "cache")) as m:
+        with SimMount(url, mnt, MountOptions(cache=work / "cache", client_profile="fast")) as m:
             path = m.path / "model.bin"
             seq_read(path)  # client cache warm
             seq_read(direct)  # page cache warm
@@ -191,7 +191,9 @@ def main() -> int:
                 mounts: dict[str, SimMount] = {}
                 for label, pf in (("mount", 0), ("prefetch", args.prefetch)):
                     (work / f"mnt_{label}").mkdir(exist_ok=True)
-                    opts = MountOptions(cache=work / f"cache_{label}_{key}", prefetch=pf)
+                    opts = MountOptions(
+                        cache=work / f"cache_{label}_{key}", prefetch=pf, client_profile="fast"
+                    )
                     mounts[label] = SimMount(base_url, work / f"mnt_{label}", opts)
                     mounts[label].start()
                 try:

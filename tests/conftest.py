@@ -24,6 +24,8 @@ CMS_MODELS = SHARED / "models" / "cms"
 MINILM = SHARED / "models" / "minilm"
 CHUNK_VECTORS = SHARED / "testvectors" / "cvmfs-chunks"
 FETCH_VECTORS = SHARED / "testvectors" / "cvmfs-fetch"
+CLIENT_VECTORS = SHARED / "testvectors" / "cvmfs-client"
+TIMING_VECTORS = SHARED / "testvectors" / "cvmfs-timing"
 DEBIAN_PACKAGES = ROOT / ".ci" / "debian-packages.txt"
 
 

@@ -5,122 +5,23 @@
 #include <curl/curl.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <utility>
+
+#include "sink.h"
 
 namespace simfs {
 
 namespace {
-
-struct MdDeleter {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
-
-bool write_all(int fd, const unsigned char* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
-// Receives a response body: hashes the bytes as they arrive and decompresses them
-// into the temporary cache file.  Any surprise aborts the transfer.
-struct Sink {
-  CURL* curl = nullptr;
-  int fd = -1;
-  EVP_MD_CTX* md = nullptr;
-  bool inflating = false;
-  z_stream zs{};
-  bool z_end = false;
-  std::int64_t wire = 0;
-  std::int64_t out = 0;
-  std::int64_t limit = -1;
-  long status = 0;
-  bool failed = false;
-  std::vector<unsigned char> buf = std::vector<unsigned char>(256 * 1024);
-
-  bool emit(const unsigned char* p, std::size_t n) {
-    out += static_cast<std::int64_t>(n);
-    if (limit >= 0 && out > limit) return false;
-    return write_all(fd, p, n);
-  }
-
-  // The object is a zlib stream.  It is inflated raw (header and Adler-32 trailer
-  // handled here) because the SHA-1 of the stored bytes already proves them intact; the
-  // redundant Adler-32 pass cost ~15% of the client's CPU time on a cold read.
-  unsigned char header[2] = {0, 0};
-  std::size_t header_got = 0;
-  std::size_t trailer = 0;
-
-  bool consume(const unsigned char* p, std::size_t n) {
-    if (EVP_DigestUpdate(md, p, n) != 1) return false;
-    if (!inflating) return emit(p, n);
-    while (header_got < 2 && n > 0) {
-      header[header_got++] = *p++;
-      --n;
-      if (header_got == 2) {
-        const unsigned cmf = header[0], flg = header[1];
-        // deflate, window <= 32 KiB, no preset dictionary, valid check bits
-        if ((cmf & 15) != 8 || (cmf >> 4) > 7 || (flg & 0x20) != 0 || (cmf * 256 + flg) % 31 != 0) {
-          return false;
-        }
-      }
-    }
-    if (n == 0) return true;
-    if (z_end) {
-      trailer += n;
-      return trailer <= 4;
-    }
-    zs.next_in = const_cast<unsigned char*>(p);
-    zs.avail_in = static_cast<uInt>(n);
-    while (true) {
-      zs.next_out = buf.data();
-      zs.avail_out = static_cast<uInt>(buf.size());
-      const int rc = inflate(&zs, Z_NO_FLUSH);
-      if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) return false;
-      const std::size_t produced = buf.size() - zs.avail_out;
-      if (produced > 0 && !emit(buf.data(), produced)) return false;
-      if (rc == Z_STREAM_END) {
-        z_end = true;
-        trailer += zs.avail_in;
-        return trailer <= 4;
-      }
-      if (zs.avail_in == 0 && zs.avail_out != 0) return true;
-      if (rc == Z_BUF_ERROR && produced == 0) return zs.avail_in == 0;
-    }
-  }
-
-  bool complete() const { return !inflating || (z_end && trailer == 4); }
-};
-
-std::size_t on_body(char* data, std::size_t size, std::size_t nmemb, void* user) {
-  auto* s = static_cast<Sink*>(user);
-  const std::size_t n = size * nmemb;
-  if (s->status == 0) {
-    curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &s->status);
-  }
-  if (s->status != 200) return 0;
-  s->wire += static_cast<std::int64_t>(n);
-  if (!s->consume(reinterpret_cast<const unsigned char*>(data), n)) {
-    s->failed = true;
-    return 0;
-  }
-  return n;
-}
 
 std::size_t on_text(char* data, std::size_t size, std::size_t nmemb, void* user) {
   auto* s = static_cast<std::string*>(user);
@@ -136,16 +37,18 @@ void configure(CURL* c, const FetcherConfig& cfg) {
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
   // The real client: a connect timeout, and a transfer stalled below 1 KiB/s for the
   // timeout is given up (a slow server fails after the timeout, a large body does not).
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, cfg.timeout_ms);
+  // cvmfs2 uses CVMFS_TIMEOUT through a proxy and CVMFS_TIMEOUT_DIRECT without one.
+  const long timeout_ms = cfg.effective_timeout_ms();
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME,
-                   std::max(1L, static_cast<long>(std::ceil(static_cast<double>(cfg.timeout_ms) / 1000.0))));
+                   std::max(1L, static_cast<long>(std::ceil(static_cast<double>(timeout_ms) / 1000.0))));
   // Explicit: never pick up http_proxy from the environment.
   curl_easy_setopt(c, CURLOPT_PROXY, cfg.proxy.c_str());
   curl_easy_setopt(c, CURLOPT_NOPROXY, cfg.proxy.empty() ? "*" : "");
   curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-  // Fewer, larger body callbacks: each one hashes and inflates a block.
-  curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 512L * 1024L);
+  // fast: fewer, larger body callbacks; cvmfs2 keeps libcurl's default (16 KiB).
+  if (cfg.profile.curl_buffer > 0) curl_easy_setopt(c, CURLOPT_BUFFERSIZE, cfg.profile.curl_buffer);
 }
 
 }  // namespace
@@ -164,8 +67,15 @@ std::string Counters::render() const {
   line("cvmfs.n_fs_open", n_fs_open.load(), "Overall number of file open operations");
   line("cvmfs.n_fs_read", n_fs_read.load(), "Number of files read");
   line("cvmfs.n_io_error", n_io_error.load(), "Number of I/O errors");
+  line("cvmfs.no_open_dirs", no_open_dirs.load(), "Number of currently opened directories");
+  line("cvmfs.no_open_files", no_open_files.load(), "Number of currently opened files");
+  line("cmio.cost_per_mib_ns", cost_per_mib_ns, "Calibrated residual per MiB fetched (ns)");
+  line("cmio.cost_per_object_ns", cost_per_object_ns, "Calibrated residual per object fetched (ns)");
   line("cmio.n_cleanups", n_cleanups.load(), "Number of cache cleanups (SIGUSR1)");
   line("cmio.n_prefetch", n_prefetch.load(), "Number of chunks queued for prefetch");
+  line("cmio.n_quota_transactions", quota != nullptr ? quota->transactions() : 0,
+       "Number of SQLite transactions of the cache database");
+  line("cvmfs.n_fs_dir_open", n_fs_dir_open.load(), "Overall number of directory open operations");
   line("download.n_requests", n_requests.load(), "Number of requests sent");
   line("download.n_retries", n_retries.load(), "Number of retries");
   line("download.sz_transfer_time", transfer_time_ms.load(), "Transfer time (milliseconds)");
@@ -188,9 +98,15 @@ Fetcher::Fetcher(FetcherConfig cfg, Counters* counters, EventLog* log)
     : cfg_(std::move(cfg)), counters_(counters), log_(log) {
   cfg_.parallel = std::max(1, cfg_.parallel);
   cfg_.retries = std::max(0, cfg_.retries);
+  counters_->cost_per_object_ns = cfg_.profile.cost_per_object_ns;
+  counters_->cost_per_mib_ns = cfg_.profile.cost_per_mib_ns;
+  if (cfg_.profile.quota_db) quota_ = std::make_unique<QuotaManager>(cfg_.cache_dir);
+  counters_->quota = quota_.get();
+  if (cfg_.profile.download_thread) loop_ = std::make_unique<DownloadLoop>(cfg_.profile.poll_1ms);
 }
 
 Fetcher::~Fetcher() {
+  counters_->quota = nullptr;
   {
     std::lock_guard<std::mutex> lock(pf_mu_);
     pf_stop_ = true;
@@ -207,10 +123,30 @@ std::string Fetcher::cache_path(const ObjectRef& obj) const {
   return p;
 }
 
+namespace {
+
+std::string quota_key(const ObjectRef& obj) {
+  std::string k = to_hex(obj.hash);
+  if (obj.suffix != 0) k += obj.suffix;
+  return k;
+}
+
+}  // namespace
+
 bool Fetcher::cached(const ObjectRef& obj) const {
   struct stat st {};
   if (::stat(cache_path(obj).c_str(), &st) != 0) return false;
   return obj.size < 0 || st.st_size == obj.size;
+}
+
+// A cache lookup: cvmfs2 simply tries to open the object (PosixCacheManager::Open) and
+// tells the quota manager it was used; fast checks stat() and the size first.
+int Fetcher::open_cached(const ObjectRef& obj, const std::string& path) {
+  if (!cfg_.profile.probe_with_open && !cached(obj)) return -ENOENT;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  if (quota_) quota_->touch(quota_key(obj));
+  return fd;
 }
 
 Fetcher::CurlHandle Fetcher::take_handle() {
@@ -237,10 +173,19 @@ void Fetcher::give_handle(CurlHandle h) {
 }
 
 int Fetcher::fetch(const ObjectRef& obj, std::string* path_out) {
+  if (path_out) *path_out = cache_path(obj);
+  const std::string desc = obj.suffix == 'C' ? "file catalog" : "object " + obj.name();
+  const int fd = open_object(obj, desc);
+  if (fd < 0) return fd;
+  ::close(fd);
+  return 0;
+}
+
+int Fetcher::open_object(const ObjectRef& obj, const std::string& desc) {
   counters_->n_invocations.fetch_add(1);
   const std::string dest = cache_path(obj);
-  if (path_out) *path_out = dest;
-  if (cached(obj)) return 0;
+  int fd = open_cached(obj, dest);
+  if (fd >= 0) return fd;
 
   std::shared_ptr<InFlight> job;
   bool owner = false;
@@ -256,12 +201,18 @@ int Fetcher::fetch(const ObjectRef& obj, std::string* path_out) {
     }
   }
   if (!owner) {
+    // cvmfs2 hands waiters a dup() of the downloader's descriptor; opening the
+    // committed file is the same object.
     std::unique_lock<std::mutex> lock(job->mu);
     job->cv.wait(lock, [&job] { return job->done; });
-    return job->result;
+    if (job->result != 0) return job->result;
+    fd = ::open(dest.c_str(), O_RDONLY | O_CLOEXEC);
+    return fd >= 0 ? fd : -errno;
   }
-  // Another mount sharing the cache may have finished it since the check above.
-  const int rc = cached(obj) ? 0 : download(obj, dest);
+  // A second look (cvmfs2's OpenSelect after taking the queue lock): another thread or
+  // another mount may have finished it since.
+  fd = open_cached(obj, dest);
+  const int rc = fd >= 0 ? fd : download(obj, dest, desc);
   {
     std::lock_guard<std::mutex> lock(mu_);
     inflight_.erase(dest);
@@ -269,35 +220,77 @@ int Fetcher::fetch(const ObjectRef& obj, std::string* path_out) {
   {
     std::lock_guard<std::mutex> lock(job->mu);
     job->done = true;
-    job->result = rc;
+    job->result = rc >= 0 ? 0 : rc;
   }
   job->cv.notify_all();
   return rc;
 }
 
-int Fetcher::download(const ObjectRef& obj, const std::string& dest) {
+int Fetcher::download(const ObjectRef& obj, const std::string& dest, const std::string& desc) {
   counters_->n_downloads.fetch_add(1);
   int rc = -EIO;
   for (int i = 0; i <= cfg_.retries; ++i) {
     if (i > 0) counters_->n_retries.fetch_add(1);
-    CurlHandle h = take_handle();
-    if (!h) {
-      give_handle(nullptr);
-      return -ENOMEM;
-    }
-    rc = attempt(obj, dest, h.get());
-    give_handle(std::move(h));
-    if (rc == 0) break;
+    rc = attempt(obj, dest, desc);
+    if (rc >= 0) break;
   }
   return rc;
 }
 
-int Fetcher::attempt(const ObjectRef& obj, const std::string& dest, void* handle) {
-  CURL* c = static_cast<CURL*>(handle);
+// The calibrated residual of the profile (0 for fast): the time measurement shows the
+// real client spending per object and per byte beyond the behaviours emulated above.
+void Fetcher::pay_residual(std::int64_t bytes) const {
+  const std::int64_t ns = cfg_.profile.cost_per_object_ns +
+                          (cfg_.profile.cost_per_mib_ns * bytes) / (1 << 20);
+  if (ns > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(ns));
+}
+
+void Fetcher::transfer(const std::string& url, Sink* sink, CURLcode* cc, long* status,
+                       double* secs) {
+  if (loop_) {
+    // cvmfs2: the request goes to the download I/O thread, the caller sleeps on a pipe.
+    Transfer t;
+    t.url = url;
+    t.configure = [this, sink, &url](CURL* c) {
+      configure(c, cfg_);
+      curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+      curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write_callback);
+      curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
+      sink->curl = c;
+    };
+    // The connection limit (--parallel) holds for both download paths.
+    CurlHandle slot = take_handle();
+    loop_->perform(&t);
+    give_handle(std::move(slot));
+    *cc = t.code;
+    *status = sink->status != 0 ? sink->status : t.status;
+    *secs = t.total_time_s;
+    return;
+  }
+  CurlHandle h = take_handle();
+  if (!h) {
+    give_handle(nullptr);
+    *cc = CURLE_OUT_OF_MEMORY;
+    return;
+  }
+  CURL* c = static_cast<CURL*>(h.get());
+  curl_easy_reset(c);
+  configure(c, cfg_);
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write_callback);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
+  sink->curl = c;
+  *cc = curl_easy_perform(c);
+  *status = sink->status;
+  if (*status == 0) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+  curl_easy_getinfo(c, CURLINFO_TOTAL_TIME, secs);
+  give_handle(std::move(h));
+}
+
+int Fetcher::attempt(const ObjectRef& obj, const std::string& dest, const std::string& desc) {
+  const bool real = cfg_.profile.download_thread;  // the cvmfs-2.12 transaction pattern
   const std::string hex = to_hex(obj.hash);
   const std::string dir = cfg_.cache_dir + "/" + hex.substr(0, 2);
-  const std::string tmp = cfg_.cache_dir + "/txn/" + hex + "." + std::to_string(::getpid()) + "." +
-                          std::to_string(tmp_seq_.fetch_add(1));
   cmio::Event ev = cmio::blank_event(cmio::Source::kFetch, cmio::Op::kFetch);
   ev.t_start_ns = cmio::monotonic_ns();
   ev.pid = ::getpid();
@@ -306,59 +299,65 @@ int Fetcher::attempt(const ObjectRef& obj, const std::string& dest, void* handle
   ev.file_id = log_->file_id(obj.name(), obj.size);
   counters_->n_requests.fetch_add(1);
 
-  Sink sink;
-  sink.curl = c;
-  sink.limit = obj.size;
-  sink.inflating = obj.compressed;
-  std::unique_ptr<EVP_MD_CTX, MdDeleter> md(EVP_MD_CTX_new());
-  sink.md = md.get();
-  int err = 0;
-  cmio::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (!fd.valid()) {
-    err = errno;
-  } else if (!md || EVP_DigestInit_ex(md.get(), EVP_sha1(), nullptr) != 1) {
-    err = ENOMEM;
-  } else if (sink.inflating && inflateInit2(&sink.zs, -15) != Z_OK) {
-    err = ENOMEM;
-    sink.inflating = false;
+  // StartTxn: cvmfs2 makes the transaction file with mkstemp(<cache>/txn/fetchXXXXXX).
+  std::string tmp;
+  cmio::UniqueFd wfd;
+  if (real) {
+    std::string templ = cfg_.cache_dir + "/txn/fetchXXXXXX";
+    wfd = cmio::UniqueFd(::mkostemp(templ.data(), O_CLOEXEC));
+    tmp = templ;
+  } else {
+    tmp = cfg_.cache_dir + "/txn/" + hex + "." + std::to_string(::getpid()) + "." +
+          std::to_string(tmp_seq_.fetch_add(1));
+    wfd = cmio::UniqueFd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   }
-  const bool z_init = sink.inflating;
-  sink.fd = fd.get();
-  CURLcode cc = CURLE_OK;
+  int err = wfd.valid() ? 0 : errno;
+  Sink sink(wfd.get(), obj.size, obj.compressed, cfg_.profile);
+  if (err == 0 && !sink.ok_init()) err = ENOMEM;
   if (err == 0) {
-    const std::string url = cfg_.url + "/" + obj.name();
-    curl_easy_reset(c);
-    configure(c, cfg_);
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-    cc = curl_easy_perform(c);
-    if (sink.status == 0) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &sink.status);
+    CURLcode cc = CURLE_OK;
+    long status = 0;
     double secs = 0;
-    curl_easy_getinfo(c, CURLINFO_TOTAL_TIME, &secs);
+    transfer(cfg_.url + "/" + obj.name(), &sink, &cc, &status, &secs);
+    sink.status = status;
     counters_->transfer_time_ms.fetch_add(static_cast<std::int64_t>(secs * 1000.0));
     counters_->sz_transferred.fetch_add(sink.wire);
-    bool ok = cc == CURLE_OK && sink.status == 200 && !sink.failed;
+    bool ok = cc == CURLE_OK && status == 200 && !sink.failed;
     if (ok && !sink.complete()) ok = false;
     if (ok && obj.size >= 0 && sink.out != obj.size) ok = false;
-    if (ok) {
-      unsigned char digest[EVP_MAX_MD_SIZE];
-      unsigned int dlen = 0;
-      ok = EVP_DigestFinal_ex(md.get(), digest, &dlen) == 1 && dlen == 20 &&
-           std::memcmp(digest, obj.hash.data(), 20) == 0;
-    }
+    // cvmfs2 finalizes the hash when the transfer is done (VerifyAndFinalize).
+    if (ok) ok = sink.digest_is(obj.hash.data());
     if (!ok) err = EIO;
   }
-  if (z_init) inflateEnd(&sink.zs);
-  if (err == 0) {
-    const int raw = fd.release();
-    if (::close(raw) != 0) err = errno;
+  int rfd = -1;
+  if (err == 0 && !sink.flush()) err = errno != 0 ? errno : EIO;
+  if (err == 0 && real) {
+    // OpenFromTxn: the descriptor handed to the reader is a second open of the
+    // transaction file, made before the commit.
+    rfd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+    if (rfd < 0) err = errno;
   }
   if (err == 0) {
+    // CommitTxn: close the written file, then rename it into place.
+    if (::close(wfd.release()) != 0) err = errno;
+  }
+  if (err == 0 && !real) {
     if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) err = errno;
   }
   if (err == 0 && std::rename(tmp.c_str(), dest.c_str()) != 0) err = errno;
-  if (err != 0) ::unlink(tmp.c_str());
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    if (rfd >= 0) ::close(rfd);
+    rfd = -1;
+  } else if (quota_) {
+    // Success, inform the quota manager (one pipe write; the row is written later, in
+    // the quota manager's next bunch).  The catalog is pinned, as cvmfs2 pins it.
+    if (obj.suffix == 'C') {
+      quota_->pin(quota_key(obj), sink.out, desc, true);
+    } else {
+      quota_->insert(quota_key(obj), sink.out, desc);
+    }
+  }
 
   ev.duration_ns = cmio::monotonic_ns() - ev.t_start_ns;
   ev.length = sink.wire;
@@ -366,11 +365,20 @@ int Fetcher::attempt(const ObjectRef& obj, const std::string& dest, void* handle
   ev.aux = sink.status;
   ev.err = err;
   log_->add(ev);
-  return err == 0 ? 0 : -err;
+  if (err != 0) return -err;
+  pay_residual(sink.out);
+  if (rfd < 0) {
+    rfd = ::open(dest.c_str(), O_RDONLY | O_CLOEXEC);
+    if (rfd < 0) return -errno;
+  }
+  return rfd;
 }
 
 bool Fetcher::get_text(const std::string& rel, std::string* out, std::string* why) {
-  for (int i = 0; i <= cfg_.retries; ++i) {
+  const std::string url = cfg_.url + "/" + rel;
+  const int attempts = cfg_.retries + 1;
+  for (int i = 0; i < attempts; ++i) {
+    if (i > 0) counters_->n_retries.fetch_add(1);
     CurlHandle h = take_handle();
     if (!h) {
       give_handle(nullptr);
@@ -379,7 +387,6 @@ bool Fetcher::get_text(const std::string& rel, std::string* out, std::string* wh
     }
     CURL* c = static_cast<CURL*>(h.get());
     out->clear();
-    const std::string url = cfg_.url + "/" + rel;
     curl_easy_reset(c);
     configure(c, cfg_);
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
@@ -392,9 +399,18 @@ bool Fetcher::get_text(const std::string& rel, std::string* out, std::string* wh
     counters_->sz_transferred.fetch_add(static_cast<std::int64_t>(out->size()));
     give_handle(std::move(h));
     if (cc == CURLE_OK && status == 200) return true;
-    *why = cc != CURLE_OK ? std::string(curl_easy_strerror(cc))
-                          : "HTTP status " + std::to_string(status);
-    *why = url + ": " + *why;
+    if (cc == CURLE_OPERATION_TIMEDOUT) {
+      // The documented limit: the timeout (proxy or direct) for the connection and for a
+      // stalled answer, times the attempts (--retries + 1).
+      const long t = cfg_.effective_timeout_ms();
+      *why = url + ": no answer within " + std::to_string(t / 1000) +
+             (t % 1000 != 0 ? "." + std::to_string((t % 1000) / 100) : "") + " s (" +
+             std::string(curl_easy_strerror(cc)) + "); gave up after " + std::to_string(attempts) +
+             (attempts == 1 ? " attempt" : " attempts");
+    } else {
+      *why = url + ": " +
+             (cc != CURLE_OK ? std::string(curl_easy_strerror(cc)) : "HTTP status " + std::to_string(status));
+    }
   }
   return false;
 }
@@ -429,6 +445,15 @@ void Fetcher::prefetch_worker() {
 
 std::int64_t Fetcher::cleanup(const std::string& keep) {
   std::int64_t removed = 0;
+  if (quota_) {
+    // cvmfs_talk cleanup 0: the quota manager drops every unpinned entry (least recently
+    // used first) and the files go with them.
+    for (const std::string& p : quota_->cleanup(0)) {
+      if (p != keep && ::unlink(p.c_str()) == 0) ++removed;
+    }
+  }
+  // Then anything the database does not know (left by another profile or a killed
+  // client): a cold cache must be cold.
   static const char kDigits[] = "0123456789abcdef";
   for (int a = 0; a < 16; ++a) {
     for (int b = 0; b < 16; ++b) {

@@ -17,7 +17,10 @@
 #include <vector>
 
 #include "catalog.h"
+#include "download.h"
 #include "eventlog.h"
+#include "profile.h"
+#include "quota.h"
 
 namespace simfs {
 
@@ -35,6 +38,13 @@ struct Counters {
   std::atomic<std::int64_t> transfer_time_ms{0};   // download.sz_transfer_time (ms)
   std::atomic<std::int64_t> n_prefetch{0};         // cmio.n_prefetch (ours)
   std::atomic<std::int64_t> n_cleanups{0};         // cmio.n_cleanups (ours)
+  std::atomic<std::int64_t> n_fs_dir_open{0};      // cvmfs.n_fs_dir_open
+  std::atomic<std::int64_t> no_open_files{0};      // cvmfs.no_open_files (user.usedfd)
+  std::atomic<std::int64_t> no_open_dirs{0};       // cvmfs.no_open_dirs (user.useddirp)
+  std::atomic<std::int64_t> last_io_error_s{0};    // user.timestamp_last_ioerr (unix seconds)
+  const QuotaManager* quota = nullptr;             // cmio.n_quota_transactions (ours)
+  std::int64_t cost_per_object_ns = 0;             // cmio.cost_per_object_ns (profile)
+  std::int64_t cost_per_mib_ns = 0;                // cmio.cost_per_mib_ns (profile)
 
   // `name|value|description` lines, the format of `cvmfs_talk internal affairs`.
   std::string render() const;
@@ -44,9 +54,15 @@ struct FetcherConfig {
   std::string url;          // store base URL, no trailing slash
   std::string proxy;        // "" = DIRECT
   std::string cache_dir;
-  long timeout_ms = 10000;  // connect timeout and stall limit per request
+  // Connect timeout and stall limit per request, as cvmfs2's CVMFS_TIMEOUT (through a
+  // proxy) and CVMFS_TIMEOUT_DIRECT (no proxy).
+  long timeout_ms = 5000;
+  long timeout_direct_ms = 10000;
   int retries = 1;
   int parallel = 16;
+  ClientProfile profile;
+
+  long effective_timeout_ms() const { return proxy.empty() ? timeout_direct_ms : timeout_ms; }
 };
 
 struct ObjectRef {
@@ -68,11 +84,15 @@ class Fetcher {
 
   // Makes sure the object is in the cache; 0 and its cache path, or -errno.
   int fetch(const ObjectRef& obj, std::string* cache_path);
+  // The object, from the cache or downloaded into it, as an open read-only descriptor
+  // (>= 0), or -errno; `desc` is the path the quota database records for it.
+  int open_object(const ObjectRef& obj, const std::string& desc);
   // GET of a small text file (the manifest); false with a one-line reason.
   bool get_text(const std::string& rel, std::string* out, std::string* why);
   // Queues background fetches (--prefetch); never blocks on the network.
   void prefetch(const std::vector<ObjectRef>& objs);
   bool cached(const ObjectRef& obj) const;
+  const QuotaManager* quota() const { return quota_.get(); }
   std::string cache_path(const ObjectRef& obj) const;
   // Removes every cached object except `keep` (the pinned catalog); returns objects removed.
   std::int64_t cleanup(const std::string& keep);
@@ -90,8 +110,11 @@ class Fetcher {
   };
   using CurlHandle = std::unique_ptr<void, CurlDeleter>;
 
-  int download(const ObjectRef& obj, const std::string& dest);
-  int attempt(const ObjectRef& obj, const std::string& dest, void* curl);
+  int open_cached(const ObjectRef& obj, const std::string& path);
+  int download(const ObjectRef& obj, const std::string& dest, const std::string& desc);
+  int attempt(const ObjectRef& obj, const std::string& dest, const std::string& desc);
+  void transfer(const std::string& url, class Sink* sink, CURLcode* cc, long* status, double* secs);
+  void pay_residual(std::int64_t bytes) const;
   CurlHandle take_handle();
   void give_handle(CurlHandle h);
   void prefetch_worker();
@@ -111,6 +134,8 @@ class Fetcher {
   std::deque<ObjectRef> pf_queue_;
   bool pf_stop_ = false;
   std::vector<std::thread> pf_threads_;
+  std::unique_ptr<QuotaManager> quota_;   // cvmfs-2.12 profile only
+  std::unique_ptr<DownloadLoop> loop_;    // cvmfs-2.12 profile only
 };
 
 }  // namespace simfs

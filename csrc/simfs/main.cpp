@@ -4,10 +4,14 @@
 // every object verified against its SHA-1, decompressed objects cached on local disk.
 //
 //   cmio-simfs URL MOUNTPOINT --cache DIR [--proxy URL] [--parallel N] [--prefetch N]
-//              [--timeout S] [--retries N] [--log FILE] [--ready-fd FD]
+//              [--timeout S] [--timeout-direct S] [--retries N] [--log FILE]
+//              [--client-profile cvmfs-2.12|fast] [--cost-per-object-us X]
+//              [--cost-per-mib-us X] [--ready-fd FD]
 //
 // Runs in the foreground until unmounted or SIGINT/SIGTERM; SIGUSR1 empties the cache
-// (except the pinned catalog) and drops the kernel page cache of every file.
+// (except the pinned catalog) and drops the kernel page cache of every file.  The cache
+// directory is locked (flock on <cache>/lock) for the client's life, so a second client
+// on the same cache is refused, as cvmfs2 refuses a second instance on its workspace.
 #define FUSE_USE_VERSION 314
 
 #include <fcntl.h>
@@ -15,6 +19,8 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -26,6 +32,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -37,6 +44,7 @@
 #include "common/unique_fd.h"
 #include "eventlog.h"
 #include "fetcher.h"
+#include "profile.h"
 #include "xattrs.h"
 
 namespace simfs {
@@ -52,10 +60,14 @@ struct Options {
   std::string log;
   int parallel = 16;
   int prefetch = 0;
-  double timeout_s = 10.0;
+  double timeout_s = 5.0;          // through a proxy (CVMFS_TIMEOUT)
+  double timeout_direct_s = 10.0;  // without one (CVMFS_TIMEOUT_DIRECT)
   int retries = 1;
   int ready_fd = -1;
   bool splice = true;
+  ClientProfile profile;
+  double cost_per_object_us = -1;  // < 0: the profile's value
+  double cost_per_mib_us = -1;
 };
 
 // An open cache file; shared so that a reply can splice from it after the handle has
@@ -79,7 +91,10 @@ struct Fs {
   std::unique_ptr<Catalog> catalog;
   std::string catalog_cache_path;
   XattrEnv xenv;
+  LogBuffer logbuf;
+  CleanupTimes cleanups;
   fuse_session* se = nullptr;
+  bool copy_replies = false;  // pread + fuse_reply_buf instead of splice
 };
 
 Fs* g_fs = nullptr;
@@ -142,16 +157,32 @@ ObjectRef chunk_object(const Entry& e, std::size_t i) {
 }
 
 void op_init(void*, fuse_conn_info* conn) {
-  if (!g_fs->opt.splice) return;
+  if (g_fs->copy_replies) return;
   // Zero-copy replies from the cache files when the kernel can splice; max_read and
   // max_readahead stay at the kernel's defaults, as with the real client.
   if ((conn->capable & FUSE_CAP_SPLICE_WRITE) != 0) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if ((conn->capable & FUSE_CAP_SPLICE_MOVE) != 0) conn->want |= FUSE_CAP_SPLICE_MOVE;
 }
 
-// Replies with `len` bytes of cache file `fd` at `pos` (spliced when possible).
+// Replies with `len` bytes of cache file `fd` at `pos`: copied out with pread as cvmfs2
+// does (cvmfs-2.12 profile, --no-splice), or spliced when the kernel allows (fast).
 int reply_from_fd(fuse_req_t req, int fd, std::int64_t pos, std::size_t len) {
-  fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+  if (g_fs->copy_replies) {
+    thread_local std::vector<char> buf;
+    if (buf.size() < len) buf.resize(len);
+    std::size_t got = 0;
+    while (got < len) {
+      const ssize_t n = ::pread(fd, buf.data() + got, len - got, static_cast<off_t>(pos) + static_cast<off_t>(got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    return fuse_reply_buf(req, buf.data(), got);
+  }
+  // FUSE_BUFVEC_INIT is a compound literal (not ISO C++): the same fields set one by one.
+  fuse_bufvec bv{};
+  bv.count = 1;
+  bv.buf[0].size = len;
   bv.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   bv.buf[0].fd = fd;
   bv.buf[0].pos = pos;
@@ -212,7 +243,8 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   } else {
     fi->cache_readdir = 1;
     fi->keep_cache = 1;
-    fuse_reply_open(req, fi);
+    g_fs->counters.n_fs_dir_open.fetch_add(1);
+    if (fuse_reply_open(req, fi) == 0) g_fs->counters.no_open_dirs.fetch_add(1);
   }
 }
 
@@ -242,7 +274,17 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
   fuse_reply_buf(req, buf.data(), used);
 }
 
-void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+  g_fs->counters.no_open_dirs.fetch_sub(1);
+  fuse_reply_err(req, 0);
+}
+
+void note_io_error(const std::string& what, int rc) {
+  g_fs->counters.n_io_error.fetch_add(1);
+  g_fs->counters.last_io_error_s.store(static_cast<std::int64_t>(std::time(nullptr)));
+  g_fs->logbuf.add("failed to fetch " + what + " (error " + std::to_string(-rc) + " [" +
+                   std::strerror(-rc) + "])");
+}
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   const Entry* e = g_fs->catalog->get(ino);
@@ -266,14 +308,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   h->entry = e;
   if (!e->is_chunked()) {
     // The real client downloads an unchunked file whole before open() returns.
-    std::string path;
-    int rc = g_fs->fetcher->fetch(whole_object(*e), &path);
-    if (rc == 0) {
-      h->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (h->fd < 0) rc = -errno;
-    }
-    if (rc != 0) {
-      g_fs->counters.n_io_error.fetch_add(1);
+    const int rc = g_fs->fetcher->open_object(whole_object(*e), e->path);
+    if (rc >= 0) h->fd = rc;
+    if (rc < 0) {
+      note_io_error(e->path, rc);
       finish(&ev, -EIO, EIO);
       fuse_reply_err(req, EIO);
       return;
@@ -285,7 +323,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fi->keep_cache = 1;
   fi->fh = reinterpret_cast<std::uint64_t>(h.get());
   // If the reply fails (the opener was interrupted) no release will come: keep ownership.
-  if (fuse_reply_open(req, fi) == 0) static_cast<void>(h.release());
+  if (fuse_reply_open(req, fi) == 0) {
+    static_cast<void>(h.release());
+    g_fs->counters.no_open_files.fetch_add(1);
+  }
 }
 
 // Makes sure chunk `idx` of a chunked file is open in h->chunk_fd (h->mu held); 0 or -errno.
@@ -294,13 +335,10 @@ int open_chunk(Handle* h, std::size_t idx) {
   const Entry& e = *h->entry;
   h->chunk_fd.reset();
   h->chunk = SIZE_MAX;
-  std::string path;
   const ObjectRef obj = chunk_object(e, idx);
-  const bool hit = g_fs->fetcher->cached(obj);
-  const int rc = g_fs->fetcher->fetch(obj, &path);
-  if (rc != 0) return rc;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
+  const bool hit = g_fs->opt.prefetch > 0 && g_fs->fetcher->cached(obj);
+  const int fd = g_fs->fetcher->open_object(obj, "Part of " + e.path);
+  if (fd < 0) return fd;
   h->chunk_fd = std::make_shared<cmio::UniqueFd>(fd);
   h->chunk = idx;
   if (!hit && g_fs->opt.prefetch > 0) {
@@ -329,7 +367,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   const std::size_t want =
       off >= e.size ? 0 : std::min<std::size_t>(size, static_cast<std::size_t>(e.size - off));
   auto fail = [&](int rc) {
-    g_fs->counters.n_io_error.fetch_add(1);
+    note_io_error("part of " + e.path, rc);
     finish(&ev, rc, -rc);
     fuse_reply_err(req, EIO);
   };
@@ -384,6 +422,7 @@ void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   std::unique_ptr<Handle> h(reinterpret_cast<Handle*>(fi->fh));
   cmio::Event ev = fuse_event(cmio::Op::kFuseRelease, h->entry, req);
   h.reset();
+  g_fs->counters.no_open_files.fetch_sub(1);
   finish(&ev, 0, 0);
   fuse_reply_err(req, 0);
 }
@@ -463,6 +502,7 @@ long parse_long(const std::string& flag, const char* v, long lo, long hi) {
 
 Options parse_args(int argc, char** argv) {
   Options o;
+  client_profile("cvmfs-2.12", &o.profile);
   std::vector<std::string> pos;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -486,13 +526,27 @@ Options parse_args(int argc, char** argv) {
       o.ready_fd = static_cast<int>(parse_long(a, val(), 0, 1 << 20));
     } else if (a == "--no-splice") {
       o.splice = false;
-    } else if (a == "--timeout") {
+    } else if (a == "--timeout" || a == "--timeout-direct") {
       const char* v = val();
       char* end = nullptr;
-      o.timeout_s = std::strtod(v, &end);
-      if (end == v || *end != '\0' || !(o.timeout_s > 0.0) || o.timeout_s > 3600.0) {
-        die(std::string("--timeout wants seconds in (0, 3600], got '") + v + "'");
+      const double t = std::strtod(v, &end);
+      if (end == v || *end != '\0' || !(t > 0.0) || t > 3600.0) {
+        die(a + " wants seconds in (0, 3600], got '" + v + "'");
       }
+      (a == "--timeout" ? o.timeout_s : o.timeout_direct_s) = t;
+    } else if (a == "--client-profile") {
+      const char* v = val();
+      if (!client_profile(v, &o.profile)) {
+        die(std::string("--client-profile: '") + v + "' is not one of " + client_profile_names());
+      }
+    } else if (a == "--cost-per-object-us" || a == "--cost-per-mib-us") {
+      const char* v = val();
+      char* end = nullptr;
+      const double x = std::strtod(v, &end);
+      if (end == v || *end != '\0' || !(x >= 0.0) || x > 1e7) {
+        die(a + " wants microseconds in [0, 1e7], got '" + v + "'");
+      }
+      (a == "--cost-per-object-us" ? o.cost_per_object_us : o.cost_per_mib_us) = x;
     } else if (!a.empty() && a[0] == '-') {
       die("unknown option " + a);
     } else {
@@ -504,6 +558,12 @@ Options parse_args(int argc, char** argv) {
   while (!o.url.empty() && o.url.back() == '/') o.url.pop_back();
   o.mountpoint = pos[1];
   if (o.cache.empty()) die("--cache DIR is required");
+  if (o.cost_per_object_us >= 0) {
+    o.profile.cost_per_object_ns = static_cast<std::int64_t>(o.cost_per_object_us * 1000.0);
+  }
+  if (o.cost_per_mib_us >= 0) {
+    o.profile.cost_per_mib_ns = static_cast<std::int64_t>(o.cost_per_mib_us * 1000.0);
+  }
   return o;
 }
 
@@ -555,6 +615,7 @@ void load_repository(Fs* fs) {
     if (line[0] == 'C') catalog_hex = line.substr(1);
     if (line[0] == 'S') fs->xenv.revision = line.substr(1);
     if (line[0] == 'N') fs->xenv.fqrn = line.substr(1);
+    if (line[0] == 'D') fs->xenv.ttl_s = std::atoll(line.c_str() + 1);
   }
   if (!hex40(catalog_hex)) die(name + ": no valid C<catalog hash> line");
   ObjectRef cat;
@@ -566,6 +627,7 @@ void load_repository(Fs* fs) {
   if (rc != 0) die(fs->opt.url + "/" + cat.name() + ": catalog download failed: " + std::strerror(-rc));
   fs->catalog_cache_path = path;
   fs->xenv.root_hash = catalog_hex;
+  fs->xenv.loaded_s = static_cast<std::int64_t>(std::time(nullptr));
   try {
     fs->catalog = std::make_unique<Catalog>(path);
   } catch (const std::exception& ex) {
@@ -581,6 +643,7 @@ void control_thread(Fs* fs, sigset_t set) {
     if (sigwait(&set, &sig) != 0) continue;
     if (sig != SIGUSR1) return;
     fs->fetcher->cleanup(fs->catalog_cache_path);
+    fs->cleanups.add(static_cast<std::int64_t>(std::time(nullptr)));
     for (const Entry& e : fs->catalog->entries()) {
       if (e.ino != 0 && e.is_regular()) {
         fuse_lowlevel_notify_inval_inode(fs->se, e.ino, 0, 0);
@@ -596,6 +659,34 @@ int run(int argc, char** argv) {
   fs.opt = parse_args(argc, argv);
   make_dir(fs.opt.cache);
   make_dir(fs.opt.cache + "/txn");
+  // One client per cache directory, as cvmfs2 locks its workspace: the lock is held for
+  // the client's life (released by the kernel however the client ends).
+  const std::string lock_path = fs.opt.cache + "/lock";
+  cmio::UniqueFd lock_fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!lock_fd.valid()) die(lock_path + ": " + std::strerror(errno));
+  if (::flock(lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    const ssize_t n = ::pread(lock_fd.get(), buf, sizeof buf - 1, 0);
+    std::string holder = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    die(fs.opt.cache + ": cache directory is in use by another cmio-simfs (pid " + holder + ")");
+  }
+  {
+    const std::string me = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(lock_fd.get(), 0) != 0 ||
+        ::pwrite(lock_fd.get(), me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
+      die(lock_path + ": cannot record the client's pid: " + std::strerror(errno));
+    }
+  }
+  if (fs.opt.profile.quota_db) {
+    // cvmfs2 creates the whole skeleton up front (MakeCacheDirectories): 00..ff and
+    // quarantaine, so a commit never needs a mkdir.
+    static const char kDigits[] = "0123456789abcdef";
+    for (int a = 0; a < 16; ++a) {
+      for (int b = 0; b < 16; ++b) make_dir(fs.opt.cache + "/" + kDigits[a] + kDigits[b]);
+    }
+    make_dir(fs.opt.cache + "/quarantaine");
+  }
   {
     const std::string marker = fs.opt.cache + "/.cmio-simfs-cache";
     const int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -617,14 +708,39 @@ int run(int argc, char** argv) {
   fc.proxy = fs.opt.proxy;
   fc.cache_dir = fs.opt.cache;
   fc.timeout_ms = static_cast<long>(fs.opt.timeout_s * 1000.0);
+  fc.timeout_direct_ms = static_cast<long>(fs.opt.timeout_direct_s * 1000.0);
   fc.retries = fs.opt.retries;
   fc.parallel = fs.opt.parallel;
-  fs.fetcher = std::make_unique<Fetcher>(fc, &fs.counters, fs.log.get());
+  fc.profile = fs.opt.profile;
+  fs.copy_replies = !fs.opt.profile.splice_replies || !fs.opt.splice;
+  try {
+    fs.fetcher = std::make_unique<Fetcher>(fc, &fs.counters, fs.log.get());
+  } catch (const std::exception& ex) {
+    die(ex.what());
+  }
   fs.xenv.counters = &fs.counters;
   fs.xenv.cfg = &fs.fetcher->config();
+  fs.xenv.log = &fs.logbuf;
+  fs.xenv.cleanups = &fs.cleanups;
   fs.xenv.host = fs.opt.url;
   fs.xenv.pid = ::getpid();
+  fs.xenv.boot_s = static_cast<std::int64_t>(std::time(nullptr));
+  {
+    rlimit rl{};
+    const std::int64_t nofile =
+        ::getrlimit(RLIMIT_NOFILE, &rl) == 0 ? static_cast<std::int64_t>(rl.rlim_cur) : 1024;
+    fs.xenv.max_fd = std::max<std::int64_t>(0, nofile - 512);  // cvmfs2's kNumReservedFd
+  }
+  {
+    const std::string proxy = fs.opt.proxy.empty() ? "DIRECT" : fs.opt.proxy;
+    fs.logbuf.add("(manager 'standard') switching proxy from (none) to " + proxy +
+                  ". Reason: set random start proxy from the first proxy group [Current host: " +
+                  fs.opt.url + "]");
+    fs.logbuf.add("(manager 'external') switching proxy from (none) to " + proxy +
+                  ". Reason: cloned [Current host: " + fs.opt.url + "]");
+  }
   load_repository(&fs);
+  fs.xenv.catalog = fs.catalog.get();
 
   fuse_lowlevel_ops ops{};
   ops.init = op_init;
@@ -690,7 +806,11 @@ int run(int argc, char** argv) {
     const std::string meta = "{\"clock\":\"CLOCK_MONOTONIC\",\"source\":\"cmio-simfs\",\"pid\":" +
                              std::to_string(::getpid()) + ",\"url\":" + json_str(fs.opt.url) +
                              ",\"mountpoint\":" + json_str(fs.opt.mountpoint) +
-                             ",\"cache\":" + json_str(fs.opt.cache) + ",\"counters\":" + counters + "}";
+                             ",\"cache\":" + json_str(fs.opt.cache) +
+                             ",\"client_profile\":" + json_str(fs.opt.profile.name) +
+                             ",\"cost_per_object_ns\":" + std::to_string(fs.opt.profile.cost_per_object_ns) +
+                             ",\"cost_per_mib_ns\":" + std::to_string(fs.opt.profile.cost_per_mib_ns) +
+                             ",\"counters\":" + counters + "}";
     try {
       fs.log->write(fs.opt.log, meta);
     } catch (const std::exception& ex) {

@@ -10,7 +10,13 @@ methods whichever client serves it:
   internal affairs`` on a real mount, the ``user.cmio_counters`` xattr on an emulated one;
 - :meth:`CvmfsMount.clear_caches`: client cache (``cvmfs_talk cleanup 0`` / the emulated
   client's SIGUSR1) and the kernel page cache of files (``posix_fadvise(DONTNEED)``);
-- :meth:`CvmfsMount.locate` / :meth:`CvmfsMount.find`: repository paths to mount paths.
+- :meth:`CvmfsMount.locate` / :meth:`CvmfsMount.find`: repository paths to mount paths;
+- :meth:`CvmfsMount.client_info`: which client serves the mount (version, pid, host, proxy,
+  timeouts, catalog revision and counters, and for the emulated one its client profile).
+
+The parsers of what a real client answers (``cvmfs_talk`` output, ``/proc/mounts`` lines,
+the root's magic xattrs) are plain functions, tested against a real client's recordings
+(``../shared/testvectors/cvmfs-client``).
 """
 
 from __future__ import annotations
@@ -20,14 +26,21 @@ import fnmatch
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvmfs_modelio.chunks.layouts import Layout, read_cvmfs_layout
 from cvmfs_modelio.core.errors import MeasurementError, UsageError
 from cvmfs_modelio.sim.mount import FSTYPE as SIM_FSTYPE
-from cvmfs_modelio.sim.mount import cleanup_mount, mounts, parse_counters, read_counters
+from cvmfs_modelio.sim.mount import (
+    PROFILE_XATTR,
+    cleanup_mount,
+    mounts,
+    parse_counters,
+    read_counters,
+    unescape_mount_field,
+)
 
 REAL = "real"
 SIM = "sim"
@@ -51,11 +64,30 @@ def _kind(fstype: str, source: str) -> str | None:
     return None
 
 
-def find_mount(path: str | os.PathLike[str]) -> MountInfo:
-    """The CVMFS mount that holds ``path``; UsageError if it is on no CVMFS mount."""
-    target = os.path.realpath(os.fspath(path))
+def parse_proc_mounts(text: str) -> list[tuple[str, str, str]]:
+    """(mount point, file system type, source) of each ``/proc/mounts`` line.
+
+    A real client's line reads ``cvmfs2 /cvmfs/REPO fuse ro,nosuid,...``: the kernel calls
+    the file system ``fuse`` and the source is the program name.
+    """
+    rows = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 3:
+            rows.append((unescape_mount_field(f[1]), f[2], unescape_mount_field(f[0])))
+    return rows
+
+
+def find_mount(
+    path: str | os.PathLike[str], table: Iterable[tuple[str, str, str]] | None = None
+) -> MountInfo:
+    """The CVMFS mount that holds ``path``; UsageError if it is on no CVMFS mount.
+
+    ``table``: (mount point, type, source) rows, this process's mounts by default.
+    """
+    target = os.path.realpath(os.fspath(path)) if table is None else os.fspath(path)
     best: tuple[str, str, str] | None = None
-    for mp, fstype, source in mounts():
+    for mp, fstype, source in mounts() if table is None else table:
         inside = target == mp or target.startswith(mp.rstrip("/") + "/")
         if inside and (best is None or len(mp) >= len(best[0])):
             best = (mp, fstype, source)
@@ -63,6 +95,110 @@ def find_mount(path: str | os.PathLike[str]) -> MountInfo:
     if best is None or kind is None:
         raise UsageError(f"{os.fspath(path)}: not on a CVMFS mount")
     return MountInfo(Path(best[0]), best[1], best[2], kind)
+
+
+def parse_internal_affairs(text: str) -> dict[str, int]:
+    """The ``Raw Counters:`` of ``cvmfs_talk internal affairs`` as {name: value}.
+
+    Everything before that heading (SQLite statistics, per-call latency histograms whose
+    lines also contain ``|``) is not a counter and is skipped.
+    """
+    if "Raw Counters:" not in text:
+        raise UsageError("cvmfs_talk internal affairs: no 'Raw Counters:' section in its answer")
+    return parse_counters(text.split("Raw Counters:", 1)[1])
+
+
+CLEANUP_ANSWERS = ("OK", "Not fully cleaned (there might be pinned chunks)")
+
+
+def check_cleanup_answer(text: str) -> bool:
+    """True if ``cvmfs_talk cleanup 0`` emptied the cache, False if pinned objects (the
+    loaded catalogs) stayed, as they always do on a mounted repository; UsageError for
+    any other answer (the client did not clean)."""
+    answer = text.strip()
+    if answer not in CLEANUP_ANSWERS:
+        raise UsageError(f"cvmfs_talk cleanup 0: unexpected answer {answer!r}")
+    return answer == "OK"
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Who serves a mount, from its root's magic xattrs (times in seconds)."""
+
+    kind: str  # real / sim
+    version: str
+    pid: int
+    fqrn: str
+    revision: int
+    root_hash: str
+    host: str
+    proxy: str
+    timeout_s: int  # through a proxy (CVMFS_TIMEOUT)
+    timeout_direct_s: int  # without one (CVMFS_TIMEOUT_DIRECT)
+    uptime_s: int  # whole minutes, as the client reports them
+    catalogs: int
+    repo_counters: dict[str, int] = field(default_factory=dict)
+    client_profile: str = "cvmfs2"  # the emulated client's profile; "cvmfs2" for the real one
+
+
+ROOT_XATTRS = (
+    "user.version",
+    "user.pid",
+    "user.fqrn",
+    "user.revision",
+    "user.root_hash",
+    "user.host",
+    "user.proxy",
+    "user.timeout",
+    "user.timeout_direct",
+    "user.uptime",
+    "user.nclg",
+    "user.repo_counters",
+)
+
+
+def parse_csv_counters(text: str) -> dict[str, int]:
+    """``name,value`` lines (``user.repo_counters``) as {name: value}."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(",")
+        if not sep:
+            raise UsageError(f"repository counters: line {line!r} is not name,value")
+        try:
+            out[name] = int(value)
+        except ValueError:
+            raise UsageError(f"repository counters: {name} is not a number: {value!r}") from None
+    return out
+
+
+def parse_client_xattrs(kind: str, values: Mapping[str, str]) -> ClientInfo:
+    """A :class:`ClientInfo` from root xattr values (missing or malformed: UsageError)."""
+    missing = [n for n in ROOT_XATTRS if n not in values]
+    if missing:
+        raise UsageError(f"the client does not answer {', '.join(missing)}")
+
+    def num(name: str) -> int:
+        try:
+            return int(values[name])
+        except ValueError:
+            raise UsageError(f"{name}: {values[name]!r} is not a number") from None
+
+    return ClientInfo(
+        kind=kind,
+        version=values["user.version"],
+        pid=num("user.pid"),
+        fqrn=values["user.fqrn"],
+        revision=num("user.revision"),
+        root_hash=values["user.root_hash"],
+        host=values["user.host"],
+        proxy=values["user.proxy"],
+        timeout_s=num("user.timeout"),
+        timeout_direct_s=num("user.timeout_direct"),
+        uptime_s=60 * num("user.uptime"),
+        catalogs=num("user.nclg"),
+        repo_counters=parse_csv_counters(values["user.repo_counters"]),
+        client_profile=values.get(PROFILE_XATTR, "cvmfs2"),
+    )
 
 
 # fdatasync errors that mean "nothing to write back here" (read-only or FUSE file systems).
@@ -157,9 +293,18 @@ class CvmfsMount:
         """The client's counters, ``{name: value}`` with the real client's names."""
         if self.kind == SIM:
             return read_counters(self.root)
-        out = self._talk("internal affairs")
-        text = out.split("Raw Counters:", 1)[1] if "Raw Counters:" in out else out
-        return parse_counters(text)
+        return parse_internal_affairs(self._talk("internal affairs"))
+
+    def client_info(self) -> ClientInfo:
+        """Which client serves the mount (its root's magic xattrs)."""
+        names = [*ROOT_XATTRS, *([PROFILE_XATTR] if self.kind == SIM else [])]
+        values = {}
+        for name in names:
+            try:
+                values[name] = os.getxattr(self.root, name).decode()
+            except OSError as e:
+                raise UsageError(f"{self.root}: cannot read {name}: {e.strerror}") from None
+        return parse_client_xattrs(self.kind, values)
 
     # -- caches
     def clear_caches(self, paths: Iterable[str | os.PathLike[str]] = ()) -> None:
@@ -175,7 +320,7 @@ class CvmfsMount:
         if self.kind == SIM:
             cleanup_mount(self.root)
             return
-        self._talk("cleanup 0")
+        check_cleanup_answer(self._talk("cleanup 0"))
 
     def drop_page_cache(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Warm state: evict only the kernel page cache of ``paths`` (client cache kept)."""

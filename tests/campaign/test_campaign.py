@@ -90,6 +90,9 @@ def test_cold_load_fetches_exactly_the_chunks_ort_read(tmp_path: Path) -> None:
         assert row.warm_objects_fetched == row.warm_fetched_bytes == 0
         assert all(r.session_ns > 0 and r.first_inference_ns > 0 for r in row.runs)
     assert rows[0].chunks_total > 2  # the chunked store really cut the .data
+    # Campaigns price objects as the real client: the mount said which profile it ran.
+    assert [r.client_profile for r in rows] == ["cvmfs-2.12"] * 2
+    assert all(r.to_dict()["client_profile"] == "cvmfs-2.12" for r in rows)
 
 
 def test_experiment_on_a_real_cms_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,6 +114,7 @@ def test_experiment_on_a_real_cms_model(tmp_path: Path, capsys: pytest.CaptureFi
     assert (
         doc["campaign"]["bandwidth_bytes_per_s"] == 100 * MiB and doc["campaign"]["rtt_ms"] == 1.0
     )
+    assert doc["campaign"]["client_profile"] == row["client_profile"] == "cvmfs-2.12"
     assert "kernel" in doc["environment"]
 
 

@@ -73,7 +73,7 @@ def objects(store: Path) -> dict[str, list[tuple[str, int, int]]]:
 @pytest.fixture
 def mount(tmp_path: Path, server: Any) -> Iterator[SimMount]:
     (tmp_path / "mnt").mkdir()
-    opts = MountOptions(cache=tmp_path / "cache", timeout_s=TIMEOUT_S)
+    opts = MountOptions(cache=tmp_path / "cache", timeout_direct_s=TIMEOUT_S)
     with SimMount(server.url, tmp_path / "mnt", opts) as m:
         yield m
     server.set_faults([])
@@ -182,7 +182,7 @@ def test_retries_as_configured(
 ) -> None:
     h = objects["whole.bin"][0][0]
     (tmp_path / "mnt").mkdir()
-    opts = MountOptions(cache=tmp_path / "c", timeout_s=TIMEOUT_S, retries=retries)
+    opts = MountOptions(cache=tmp_path / "c", timeout_direct_s=TIMEOUT_S, retries=retries)
     server.set_faults([_rule(h, "500")])
     try:
         with SimMount(server.url, tmp_path / "mnt", opts) as m:
@@ -202,7 +202,7 @@ def test_slow_server_within_the_timeout_is_not_a_fault(
 ) -> None:
     h = objects["whole.bin"][0][0]
     (tmp_path / "mnt").mkdir()
-    opts = MountOptions(cache=tmp_path / "c", timeout_s=5.0)
+    opts = MountOptions(cache=tmp_path / "c", timeout_direct_s=5.0)
     server.set_faults([FaultRule(match=f"{h[2:]}$", kind="slow", times=1, delay_s=0.5)])
     try:
         with SimMount(server.url, tmp_path / "mnt", opts) as m:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from cvmfs_modelio.sim.mount import (
     umount,
 )
 from cvmfs_modelio.sim.publish import PublishParams
-from tests.conftest import CHUNK_VECTORS, CMS_MODELS, FETCH_VECTORS
+from tests.conftest import CHUNK_VECTORS, CLIENT_VECTORS, CMS_MODELS, FETCH_VECTORS
 from tests.sim.simfs_support import (
     P1,
     P2,
@@ -194,32 +195,131 @@ def test_xattrs_match_the_catalog(tree: tuple[Path, Path], mnt: SimMount) -> Non
             assert os.listxattr(p) == []
 
 
-def test_magic_xattrs_listed_on_root_only_readable_everywhere(mnt: SimMount, server: Any) -> None:
-    root = os.listxattr(mnt.path)
-    assert root == sorted(root)
-    for name in (
-        "user.host",
-        "user.proxy",
-        "user.timeout",
-        "user.rx",
-        "user.speed",
-        "user.ndownload",
-        "user.nioerr",
-        "user.hitrate",
-    ):
-        assert name in root
-    assert "user.chunk_list" not in root and "user.hash" not in root  # not a regular file
+def _real_root_xattrs() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((CLIENT_VECTORS / "root_xattrs.json").read_text())
+    return doc
+
+
+def test_root_lists_exactly_what_the_real_client_lists(mnt: SimMount) -> None:
+    real = _real_root_xattrs()
+    # The recorded listxattr of a real 2.12 root: 36 names, the whole list twice over.
+    assert len(real["listxattr_raw"]) == 72 and len(set(real["listxattr_raw"])) == 36
+    assert os.listxattr(mnt.path) == real["listxattr_raw"]
     sub = mnt.path / "synthetic"
     assert os.listxattr(sub) == []
-    assert os.getxattr(sub, "user.host") == server.url.rstrip("/").encode()
-    assert os.getxattr(sub, "user.proxy") == b"DIRECT"
-    assert os.getxattr(sub, "user.timeout") == b"10"
+    assert os.listxattr(sub / "chunked_22m.bin") == []
+
+
+def _kind(value: str) -> str:
+    """The shape of a recorded value: what the emulated one must share."""
+    if re.fullmatch(r"-?\d+", value):
+        return "int"
+    if re.fullmatch(r"\d+\.\d{3}", value):
+        return "percent"
+    return "text"
+
+
+def test_every_root_xattr_answers_like_the_real_one(
+    tree: tuple[Path, Path], mnt: SimMount, server: Any
+) -> None:
+    real = _real_root_xattrs()["values"]
+    got = {name: os.getxattr(mnt.path, name).decode() for name in real}
+    for name, value in real.items():
+        if name in ("user.speed", "user.hitrate", "user.logbuffer", "user.pubkeys"):
+            continue  # checked below: "n/a" or a number; free text; the store is unsigned
+        if name in ("user.external_host", "user.tag", "user.repo_metainfo"):
+            continue
+        assert _kind(got[name]) == _kind(value), (name, got[name], value)
+    url = server.url.rstrip("/")
+    assert got["user.host"] == got["user.host_list"] == url
+    assert got["user.external_host"] == "" and got["user.tag"] == ""
+    assert got["user.proxy"] == "DIRECT"
+    assert got["user.proxy_list"] == got["user.proxy_list_external"] == "DIRECT\n"
+    # As the real client with CVMFS_HTTP_PROXY=DIRECT: user.timeout is the proxy timeout.
+    assert (got["user.timeout"], got["user.timeout_direct"]) == (real["user.timeout"], "10")
+    assert got["user.external_timeout"] == real["user.external_timeout"] == "10"
+    assert got["user.version"] == real["user.version"] == "2.12.0.0"
+    assert got["user.pid"] == str(mnt.pid)
+    assert got["user.nclg"] == "1"
+    assert got["user.usedfd"] == got["user.useddirp"] == "0"
+    assert got["user.uptime"] == "0" and 0 <= int(got["user.expires"]) <= 4
+    assert got["user.ncleanup24"] == "0" and got["user.timestamp_last_ioerr"] == "0"
+    assert got["user.repo_metainfo"] == "metainfo not available"
+    assert got["user.pubkeys"] == ""
+    nofile = int(
+        next(
+            ln.split()[3]
+            for ln in Path(f"/proc/{mnt.pid}/limits").read_text().splitlines()
+            if ln.startswith("Max open files")
+        )
+    )
+    assert got["user.maxfd"] == str(nofile - 512)
+    assert got["user.speed"] == "n/a" or int(got["user.speed"]) >= 0
+    logs = got["user.logbuffer"].splitlines()
+    assert logs and all(
+        re.fullmatch(r"\[\d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d UTC\] \S.*", ln) for ln in logs
+    )
+    assert "switching proxy from (none) to DIRECT" in logs[0]
+    # The counters of the catalog, computed here from the published store.
+    with open_store_catalog(tree[1]) as cat:
+        rows = list(cat.walk())
+        regular = [r for r in rows if not r.is_dir and not r.is_symlink]
+        chunked = [r for r in regular if r.is_chunked]
+        n_chunks = sum(len(cat.chunks(r.path)) for r in chunked)
+    want = {
+        "chunked": len(chunked),
+        "chunked_size": sum(r.size for r in chunked),
+        "chunks": n_chunks,
+        "dir": sum(1 for r in rows if r.is_dir),
+        "external": 0,
+        "external_file_size": 0,
+        "file_size": sum(r.size for r in regular),
+        "nested": 0,
+        "regular": len(regular),
+        "special": 0,
+        "symlink": sum(1 for r in rows if r.is_symlink),
+        "xattr": 0,
+    }
+    csv = "".join(f"{k},{v}\n" for k, v in want.items())
+    assert list(want) == [ln.split(",")[0] for ln in real["user.repo_counters"].splitlines()]
+    assert got["user.repo_counters"] == csv
+    root_hash = got["user.root_hash"]
+    assert got["user.catalog_counters"] == (
+        f"catalog_hash: {root_hash}\ncatalog_mountpoint: \n{csv}"
+    )
+    assert int(got["user.inode_max"]) == len(rows)
+
+
+def test_file_xattrs_answer_where_the_real_client_answers(mnt: SimMount) -> None:
+    real = json.loads((CLIENT_VECTORS / "file_xattrs_r64_P1.json").read_text())
+    p = mnt.path / "synthetic" / "chunked_22m.bin"
+    for name, value in real.items():
+        if value.startswith("<errno 61"):
+            with pytest.raises(OSError) as e:
+                os.getxattr(p, name)
+            assert e.value.errno == errno.ENODATA, name
+        else:
+            got = os.getxattr(p, name).decode()  # answers (empty where the real one is empty)
+            assert (got == "") == (value == ""), name
+    assert os.getxattr(p, "user.timeout") == b"5"
+    assert os.getxattr(p, "user.cmio_client_profile") == b"cvmfs-2.12"
+    tiny = mnt.path / "synthetic" / "tiny.txt"
+    assert os.getxattr(tiny, "user.lhash") == b"Not in cache"
+    data = tiny.read_bytes()
+    assert os.getxattr(tiny, "user.lhash") == hashlib.sha1(data).hexdigest().encode()
+    assert os.getxattr(tiny, "user.direct_io") == b"0"
     with pytest.raises(OSError) as e:
-        os.getxattr(sub, "user.chunk_list")
+        os.getxattr(mnt.path / "synthetic", "user.no_such_thing")
     assert e.value.errno == errno.ENODATA
-    with pytest.raises(OSError) as e:
-        os.getxattr(sub, "user.no_such_thing")
-    assert e.value.errno == errno.ENODATA
+
+
+def test_timeout_xattrs_follow_the_options(tmp_path: Path, server: Any) -> None:
+    (tmp_path / "mnt").mkdir()
+    opts = MountOptions(cache=tmp_path / "cache", timeout_s=7.0, timeout_direct_s=3.0)
+    with SimMount(server.url, tmp_path / "mnt", opts) as m:
+        assert os.getxattr(m.path, "user.timeout") == b"7"
+        assert os.getxattr(m.path, "user.timeout_direct") == b"3"
+        assert os.getxattr(m.path, "user.external_timeout") == b"3"
 
 
 def test_traffic_xattrs_follow_downloads(tree: tuple[Path, Path], mnt: SimMount) -> None:
@@ -823,3 +923,19 @@ def test_cvmfs_interface_refuses_other_file_systems(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="not on a CVMFS mount"):
         open_mount(tmp_path)
+
+
+def test_client_info_of_the_emulated_mount(mnt: SimMount, server: Any) -> None:
+    from cvmfs_modelio.mounts import open_mount
+
+    info = open_mount(mnt.path / "synthetic").client_info()
+    assert (info.kind, info.version, info.pid) == ("sim", "2.12.0.0", mnt.pid)
+    assert info.client_profile == mnt.client_profile == "cvmfs-2.12"
+    assert (info.timeout_s, info.timeout_direct_s, info.proxy, info.catalogs) == (
+        5,
+        10,
+        "DIRECT",
+        1,
+    )
+    assert info.host == server.url.rstrip("/") and info.revision >= 1
+    assert info.repo_counters["regular"] > 0

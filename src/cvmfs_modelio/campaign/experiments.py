@@ -39,6 +39,9 @@ MiB = 1 << 20
 DEFAULT_RTT_MS = 10.0
 DEFAULT_BANDWIDTH = 100 * MiB
 DEFAULT_REPS = 3
+# Campaigns price fetched objects as the real client does (docs/simfs.md); the value is
+# cvmfs_modelio.sim.mount.DEFAULT_PROFILE, spelled out so importing this module needs no FUSE.
+CAMPAIGN_CLIENT_PROFILE = "cvmfs-2.12"
 CHILD_TIMEOUT_S = 600.0
 FUSE_DEVICE_ENV = "CVMFS_MODELIO_FUSE_DEVICE"  # where to look for /dev/fuse (tests point it away)
 
@@ -191,13 +194,18 @@ def synthetic_models(workdir: Path, weight_bytes: int) -> list[ModelFiles]:
 
 @dataclass(frozen=True)
 class CampaignParams:
-    """Network and repetition settings: ``rtt_ms`` (ms), ``bandwidth`` (bytes/s, 0: none)."""
+    """Network and repetition settings: ``rtt_ms`` (ms), ``bandwidth`` (bytes/s, 0: none).
+
+    ``client_profile``: how the emulated client prices each fetched object
+    (``cvmfs-2.12``, calibrated against the real client, by default; docs/simfs.md).
+    """
 
     configs: tuple[ChunkConfig, ...] = DEFAULT_CONFIGS
     rtt_ms: float = DEFAULT_RTT_MS
     bandwidth: int = DEFAULT_BANDWIDTH
     reps: int = DEFAULT_REPS
     trace: bool = False
+    client_profile: str = CAMPAIGN_CLIENT_PROFILE
 
     def validate(self) -> None:
         if not self.configs:
@@ -208,6 +216,13 @@ class CampaignParams:
             raise UsageError(f"--rtt-ms: {self.rtt_ms} is negative")
         if self.bandwidth < 0:
             raise UsageError(f"--bandwidth: {self.bandwidth} is negative")
+        from cvmfs_modelio.sim.mount import CLIENT_PROFILES
+
+        if self.client_profile not in CLIENT_PROFILES:
+            raise UsageError(
+                f"--client-profile: {self.client_profile!r} is not one of "
+                f"{', '.join(CLIENT_PROFILES)}"
+            )
 
 
 # ------------------------------------------------------------------ results
@@ -257,6 +272,7 @@ class CampaignRow:
     warm_fetched_bytes: int  # max over warm runs
     files: list[FileResult]
     runs: list[Run]
+    client_profile: str = CAMPAIGN_CLIENT_PROFILE  # as the mount reported it
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -474,7 +490,7 @@ def run_campaign(
     ``out`` (if given) as each is measured, so an interrupted caller keeps what was done.
     """
     from cvmfs_modelio.mounts import open_mount
-    from cvmfs_modelio.sim.mount import MountOptions, SimMount
+    from cvmfs_modelio.sim.mount import MountOptions, SimMount, read_client_profile
     from cvmfs_modelio.sim.publish import PublishParams, publish
     from cvmfs_modelio.sim.server import serve
 
@@ -500,15 +516,26 @@ def run_campaign(
             publish(src, store, pp)
             mp = work / f"mnt{ci}"
             mp.mkdir()
-            opts = MountOptions(cache=cache, rtt_ms=params.rtt_ms, bandwidth=params.bandwidth)
+            opts = MountOptions(
+                cache=cache,
+                rtt_ms=params.rtt_ms,
+                bandwidth=params.bandwidth,
+                client_profile=params.client_profile,
+            )
             with serve(store) as srv, SimMount(srv.url, mp, opts) as sm:
                 mnt = open_mount(sm.path)
-                for m in models:
-                    rows.append(
-                        _measure_model(
-                            m, repo_onnx[m.name], config, mnt, cache, store, params, work, say
-                        )
+                profile = read_client_profile(sm.path)
+                if profile != params.client_profile:
+                    raise UsageError(
+                        f"{sm.path}: the client runs profile {profile!r}, "
+                        f"not {params.client_profile!r}"
                     )
+                for m in models:
+                    row = _measure_model(
+                        m, repo_onnx[m.name], config, mnt, cache, store, params, work, say
+                    )
+                    row.client_profile = profile
+                    rows.append(row)
             shutil.rmtree(store)
     return rows
 
@@ -536,6 +563,7 @@ def campaign_payload(rows: Sequence[CampaignRow], params: CampaignParams) -> dic
             "reps": params.reps,
             "traced": params.trace,
             "client": "cmio-simfs (emulated CVMFS), WAN emulated in user space",
+            "client_profile": params.client_profile,
             "onnxruntime": _ort_version(),
         },
         "rows": [r.to_dict() for r in rows],

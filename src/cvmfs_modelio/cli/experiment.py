@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio.campaign.experiments import (
+    CAMPAIGN_CLIENT_PROFILE,
     CAMPAIGN_SCHEMA_VERSION,
     DEFAULT_REPS,
     DEFAULT_RTT_MS,
@@ -72,6 +73,13 @@ def add_campaign_options(p: argparse.ArgumentParser, reps: int = DEFAULT_REPS) -
         metavar="SIZE",
         help="weight bytes of each synthetic model",
     )
+    p.add_argument(
+        "--client-profile",
+        choices=("cvmfs-2.12", "fast"),
+        default=CAMPAIGN_CLIENT_PROFILE,
+        help="emulated client's per-object cost: cvmfs-2.12 (as the real client) or fast "
+        f"(default {CAMPAIGN_CLIENT_PROFILE})",
+    )
 
 
 def incomplete(e: Interrupted) -> dict[str, Any]:
@@ -86,6 +94,7 @@ def campaign_params(args: argparse.Namespace) -> CampaignParams:
         bandwidth=args.bandwidth,
         reps=args.reps,
         trace=bool(getattr(args, "trace", False)),
+        client_profile=args.client_profile,
     )
 
 

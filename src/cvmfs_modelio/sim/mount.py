@@ -10,6 +10,7 @@ network emulator (``cvmfs_modelio.sim.netem``) sits between the client and the s
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import shutil
@@ -29,9 +30,15 @@ from cvmfs_modelio.core.errors import UsageError
 
 FSTYPE = "fuse.cmio-simfs"
 CACHE_MARKER = ".cmio-simfs-cache"
+CACHE_LOCK = "lock"
 COUNTERS_XATTR = "user.cmio_counters"
-READY_TIMEOUT_S = 60.0
+PROFILE_XATTR = "user.cmio_client_profile"
+CLIENT_PROFILES = ("cvmfs-2.12", "fast")
+DEFAULT_PROFILE = "cvmfs-2.12"
+# Besides the network waits (see MountOptions.give_up_s): starting the process, mounting.
+READY_SLACK_S = 30.0
 STOP_TIMEOUT_S = 15.0
+WAIT_NOTICE_S = 2.0
 
 
 def simfs_binary() -> Path:
@@ -50,17 +57,29 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class MountOptions:
-    """How the client runs.  Times in seconds (``rtt_ms`` in ms), bandwidth in bytes/s."""
+    """How the client runs.  Times in seconds (``rtt_ms`` in ms), bandwidth in bytes/s.
+
+    ``timeout_s`` / ``timeout_direct_s`` are cvmfs2's CVMFS_TIMEOUT (used through a
+    proxy) and CVMFS_TIMEOUT_DIRECT (without one): the connect timeout and the stall
+    limit of every request, each tried ``retries + 1`` times.  ``client_profile``:
+    ``cvmfs-2.12`` (what the real client pays per object, the default) or ``fast``
+    (docs/simfs.md); ``cost_per_object_us`` / ``cost_per_mib_us`` override the profile's
+    calibrated residual (None: the profile's own).
+    """
 
     cache: Path | None = None
     rtt_ms: float = 0.0
     bandwidth: int = 0
     parallel: int = 16
     prefetch: int = 0
-    timeout_s: float = 10.0
+    timeout_s: float = 5.0
+    timeout_direct_s: float = 10.0
     retries: int = 1
     log: Path | None = None
     proxy: str | None = None
+    client_profile: str = DEFAULT_PROFILE
+    cost_per_object_us: float | None = None
+    cost_per_mib_us: float | None = None
 
     def validate(self) -> None:
         if self.rtt_ms < 0:
@@ -73,15 +92,47 @@ class MountOptions:
             raise UsageError(f"--prefetch: {self.prefetch} is not in [0, 1024]")
         if not 0 < self.timeout_s <= 3600:
             raise UsageError(f"--timeout: {self.timeout_s} s is not in (0, 3600]")
+        if not 0 < self.timeout_direct_s <= 3600:
+            raise UsageError(f"--timeout-direct: {self.timeout_direct_s} s is not in (0, 3600]")
         if not 0 <= self.retries <= 100:
             raise UsageError(f"--retries: {self.retries} is not in [0, 100]")
+        if self.client_profile not in CLIENT_PROFILES:
+            raise UsageError(
+                f"--client-profile: {self.client_profile!r} is not one of "
+                f"{', '.join(CLIENT_PROFILES)}"
+            )
+        for flag, v in (
+            ("--cost-per-object-us", self.cost_per_object_us),
+            ("--cost-per-mib-us", self.cost_per_mib_us),
+        ):
+            if v is not None and not 0 <= v <= 1e7:
+                raise UsageError(f"{flag}: {v} us is not in [0, 1e7]")
 
     @property
     def netem(self) -> bool:
         return self.rtt_ms > 0 or self.bandwidth > 0
 
+    @property
+    def effective_timeout_s(self) -> float:
+        """The timeout the client applies: the proxy one with a proxy, else the direct one."""
+        return self.timeout_s if self.proxy else self.timeout_direct_s
+
+    @property
+    def attempts(self) -> int:
+        return self.retries + 1
+
+    @property
+    def give_up_s(self) -> float:
+        """Longest wait for one unresponsive request: timeout x attempts."""
+        return self.effective_timeout_s * self.attempts
+
 
 # ------------------------------------------------------------------ mount table
+
+
+def unescape_mount_field(field: str) -> str:
+    """A path field of /proc/mounts or /proc/self/mountinfo with the kernel's \\ooo undone."""
+    return _unescape(field)
 
 
 def _unescape(field: str) -> str:
@@ -312,6 +363,9 @@ class SimMount:
 
     >>> with SimMount("http://127.0.0.1:8080", "/tmp/mnt") as m:   # doctest: +SKIP
     ...     data = (m.path / "model.onnx").read_bytes()
+
+    ``progress``: called with one line when the client is slow to come up (what it is
+    waiting for, and when it will give up).
     """
 
     def __init__(
@@ -319,14 +373,22 @@ class SimMount:
         url: str,
         mountpoint: str | os.PathLike[str],
         options: MountOptions | None = None,
+        *,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.path = Path(os.path.abspath(os.fspath(mountpoint)))
         self.options = options or MountOptions()
         self.options.validate()
         self.cache = Path(self.options.cache or default_cache_dir())
+        self.progress = progress
         self.proc: subprocess.Popen[bytes] | None = None
         self._netem: NetemChild | None = None
+
+    @property
+    def client_profile(self) -> str:
+        """The client profile this mount runs with (``cvmfs-2.12`` or ``fast``)."""
+        return self.options.client_profile
 
     # -- lifecycle
     def __enter__(self) -> SimMount:
@@ -346,26 +408,61 @@ class SimMount:
         o = self.options
         argv = [str(simfs_binary()), url, str(self.path), "--cache", str(self.cache)]
         argv += ["--parallel", str(o.parallel), "--prefetch", str(o.prefetch)]
-        argv += ["--timeout", repr(float(o.timeout_s)), "--retries", str(o.retries)]
+        argv += ["--timeout", repr(float(o.timeout_s))]
+        argv += ["--timeout-direct", repr(float(o.timeout_direct_s)), "--retries", str(o.retries)]
+        argv += ["--client-profile", o.client_profile]
+        if o.cost_per_object_us is not None:
+            argv += ["--cost-per-object-us", repr(float(o.cost_per_object_us))]
+        if o.cost_per_mib_us is not None:
+            argv += ["--cost-per-mib-us", repr(float(o.cost_per_mib_us))]
         if o.proxy:
             argv += ["--proxy", o.proxy]
         if o.log is not None:
             argv += ["--log", str(Path(o.log).resolve())]
         return argv
 
+    def check(self) -> None:
+        """Every argument usable, before any work: URL, mount point, cache, log, cache lock."""
+        check_mount_paths(self.url, self.path, self.cache, self.options.log)
+
+    def waiting_message(self) -> str:
+        o = self.options
+        what = f"{self.url}/.cvmfspublished and the root catalog"
+        if o.proxy:
+            what += f" through the proxy {o.proxy}"
+        kind = "proxy" if o.proxy else "direct"
+        return (
+            f"{self.path}: waiting for {what} (gives up after {o.attempts} x "
+            f"{o.effective_timeout_s:g} s per request, the {kind} timeout)"
+        )
+
+    def ready_timeout_s(self) -> float:
+        """How long start() waits at most: manifest and catalog each up to timeout x attempts."""
+        return 2 * self.options.give_up_s + READY_SLACK_S
+
     def start(self, detach: bool = False) -> None:
         """Mount; returns when the mount serves requests.  UsageError (one line) on failure."""
-        _check_url(self.url)
+        self.check()
         prepare_mountpoint(self.path)
         self.cache.mkdir(parents=True, exist_ok=True)
         url = self.url
         if self.options.netem:
             self._netem, url = _start_netem(self.url, self.options)
         try:
-            self.proc = _spawn_ready(self.argv(url), detach=detach, where=str(self.path))
+            self.proc = _spawn_ready(
+                self.argv(url),
+                detach=detach,
+                where=str(self.path),
+                timeout_s=self.ready_timeout_s(),
+                on_slow=self._on_slow,
+            )
         except BaseException:
             self._stop_netem()
             raise
+
+    def _on_slow(self) -> None:
+        if self.progress is not None:
+            self.progress(self.waiting_message())
 
     def stop(self) -> None:
         """Unmount (SIGTERM to the client; lazy unmount if it does not go) and reap it."""
@@ -404,6 +501,100 @@ class SimMount:
         cleanup_mount(self.path, timeout_s)
 
 
+def read_client_profile(mountpoint: str | os.PathLike[str]) -> str:
+    """The client profile a running emulated mount reports (``user.cmio_client_profile``)."""
+    try:
+        return os.getxattr(os.fspath(mountpoint), PROFILE_XATTR).decode()
+    except OSError as e:
+        raise UsageError(f"{mountpoint}: cannot read the client profile: {e.strerror}") from None
+
+
+# ------------------------------------------------------------------ argument checks
+
+
+def _cvmfs_mount_of(path: str) -> str | None:
+    """The CVMFS mount (emulated or real) holding ``path``, or None."""
+    best = None
+    for mp, fstype, source in mounts():
+        inside = path == mp or path.startswith(mp.rstrip("/") + "/")
+        real = fstype in ("fuse", "fuse.cvmfs2") and source.startswith("cvmfs2")
+        if inside and (fstype == FSTYPE or real) and (best is None or len(mp) > len(best)):
+            best = mp
+    return best
+
+
+def check_writable_dir(path: Path, what: str, mountpoint: Path | None = None) -> None:
+    """UsageError unless ``path`` is (or can be made) a writable directory off the tested mount.
+
+    Checks the nearest existing ancestor, so ``a_file/x`` (parent is a file), an unwritable
+    parent and a path on a (read-only) CVMFS mount are all one line before any work.
+    """
+    p = os.path.realpath(os.fspath(path))
+    if mountpoint is not None:
+        mp = os.path.realpath(os.fspath(mountpoint))
+        if p == mp or p.startswith(mp.rstrip("/") + "/"):
+            raise UsageError(f"{path}: {what} is inside the mount point {mountpoint}")
+    on = _cvmfs_mount_of(p)
+    if on is not None:
+        raise UsageError(f"{path}: {what} is on the CVMFS mount {on} (read-only, under test)")
+    q = p
+    while not os.path.lexists(q):
+        q = os.path.dirname(q)
+    if not os.path.isdir(q):
+        if q == p:
+            raise UsageError(f"{path}: {what} is not a directory")
+        raise UsageError(f"{path}: {what} cannot be created: {q} is not a directory")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: {what} is not writable ({q})")
+
+
+def check_writable_file(path: Path, what: str, mountpoint: Path | None = None) -> None:
+    """UsageError unless the file ``path`` can be written (its directory as above)."""
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: {what} is a directory")
+    check_writable_dir(
+        Path(os.path.dirname(os.path.abspath(path))), f"{what}'s directory", mountpoint
+    )
+    if os.path.lexists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"{path}: {what} is not writable")
+
+
+def cache_holder(cache: Path) -> int | None:
+    """Pid of the client holding ``cache``'s lock (-1 if unreadable), or None if it is free."""
+    try:
+        fd = os.open(cache / CACHE_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def check_mount_paths(url: str, mountpoint: Path, cache: Path, log: Path | None) -> None:
+    """One-line UsageError for the first unusable argument of a mount (nothing is started)."""
+    _check_url(url)
+    mp = Path(os.path.abspath(mountpoint))
+    fstype = mount_type(mp)
+    if not os.path.lexists(mp) and fstype is None:  # a stale mount fails lstat
+        raise UsageError(f"{mountpoint}: mount point does not exist")
+    if fstype == FSTYPE and not is_stale(mp):
+        raise UsageError(f"{mp}: already mounted (client pid {_client_pid(str(mp))})")
+    check_writable_dir(cache, "cache directory", mp)
+    if log is not None:
+        check_writable_file(Path(log), "log file", mp)
+    holder = cache_holder(Path(cache))
+    if holder is not None:
+        who = f"cmio-simfs pid {holder}" if holder > 0 else "another cmio-simfs"
+        raise UsageError(f"{cache}: cache directory is in use by another mount ({who})")
+
+
 def cleanup_mount(mountpoint: str | os.PathLike[str], timeout_s: float = 30.0) -> None:
     """Ask a running client (found by its ``user.pid``) to empty its cache (SIGUSR1)."""
     mp = os.fspath(mountpoint)
@@ -436,7 +627,13 @@ def prepare_mountpoint(path: Path) -> None:
 
 
 def _spawn_ready(
-    argv: list[str], *, detach: bool, where: str, extra_fds: tuple[int, ...] = ()
+    argv: list[str],
+    *,
+    detach: bool,
+    where: str,
+    timeout_s: float,
+    on_slow: Callable[[], None] | None = None,
+    extra_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` with a ready pipe appended; wait until it says ``ready``."""
     # stderr goes to an unlinked file: the client may write to it for its whole life.
@@ -457,24 +654,43 @@ def _spawn_ready(
         finally:
             os.close(wfd)
         try:
-            ok = _read_ready(rfd, proc, READY_TIMEOUT_S)
+            ok = _read_ready(rfd, proc, timeout_s, on_slow)
         finally:
             os.close(rfd)
         if ok:
             return proc
-        if proc.poll() is None:
+        timed_out = proc.poll() is None
+        if timed_out:
             proc.kill()
         proc.wait()
         err.seek(0)
         lines = [ln for ln in err.read().decode(errors="replace").splitlines() if ln.strip()]
-    msg = lines[-1] if lines else f"client exited with status {proc.returncode}"
+    if lines:
+        msg = lines[-1].removeprefix("cmio-simfs: ").removeprefix("cvmfs-modelio: ")
+        if msg.startswith(f"{where}: "):
+            raise UsageError(msg)  # already names the mount point (the detached wrapper)
+    elif timed_out:
+        msg = f"the client was not ready after {timeout_s:g} s"
+    else:
+        msg = f"client exited with status {proc.returncode}"
     raise UsageError(f"{where}: mount failed: {msg}")
 
 
-def _read_ready(fd: int, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
+def _read_ready(
+    fd: int,
+    proc: subprocess.Popen[bytes],
+    timeout_s: float,
+    on_slow: Callable[[], None] | None = None,
+) -> bool:
+    start = time.monotonic()
+    deadline = start + timeout_s
+    noticed = on_slow is None
     buf = b""
     while time.monotonic() < deadline:
+        if not noticed and time.monotonic() - start >= WAIT_NOTICE_S:
+            noticed = True
+            assert on_slow is not None
+            on_slow()
         r, _, _ = select.select([fd], [], [], 0.2)
         if r:
             chunk = os.read(fd, 64)
@@ -513,10 +729,16 @@ def serve_foreground(mount: SimMount, ready_fd: int | None, on_ready: Callable[[
             signal.signal(s, h)
 
 
-def spawn_detached_wrapper(argv_tail: list[str], where: str) -> None:
+def spawn_detached_wrapper(argv_tail: list[str], mount: SimMount) -> None:
     """Re-run ``sim mount`` in the foreground in a new session (keeps netem alive)."""
     argv = [sys.executable, "-m", "cvmfs_modelio.cli", "sim", "mount", *argv_tail, "--foreground"]
-    _spawn_ready(argv, detach=True, where=where)
+    _spawn_ready(
+        argv,
+        detach=True,
+        where=str(mount.path),
+        timeout_s=mount.ready_timeout_s() + READY_SLACK_S,
+        on_slow=mount._on_slow,
+    )
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--netem"]:
