@@ -1,0 +1,336 @@
+"""``cvmfs-modelio recommend RESULTS``: chunk sizes for server.conf, from a fitted cost model.
+
+Fits the per-fetch cost model to the results store once (``cvmfs_modelio.stats.fit``), then
+scores every candidate configuration per model family (``cvmfs_modelio.stats.recommend``) and,
+with ``--validate``, measures the recommendation on models and RTTs the fit never saw
+(``cvmfs_modelio.stats.validate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cvmfs_modelio.core import units
+from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.core.jsonout import check_dest, write_json
+from cvmfs_modelio.core.tables import format_table
+
+DEFAULT_RTT_MS = 10.0
+DEFAULT_BANDWIDTH = "100MiB"
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    from cvmfs_modelio.stats.fit import DEFAULT_BOOT
+    from cvmfs_modelio.stats.recommend import OBJECTIVES
+
+    p = sub.add_parser(
+        "recommend",
+        help="chunk sizes (server.conf lines) from a results store, per model family",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument("results", metavar="RESULTS", help="results store directory")
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="cold-start",
+        help="what to minimise (cold-start)",
+    )
+    p.add_argument(
+        "--rtt",
+        "--rtt-ms",
+        dest="rtt_ms",
+        type=float,
+        default=DEFAULT_RTT_MS,
+        help=f"round-trip time to the stratum, ms ({DEFAULT_RTT_MS:g})",
+    )
+    p.add_argument(
+        "--bandwidth",
+        default=DEFAULT_BANDWIDTH,
+        help=f"link bandwidth, bytes/s ({DEFAULT_BANDWIDTH}; 0: unlimited)",
+    )
+    p.add_argument(
+        "--prefetch", type=int, default=0, help="client prefetch depth, chunks (0: as cvmfs2)"
+    )
+    p.add_argument(
+        "--client-profile",
+        default=None,
+        help="client profile to fit (default: cvmfs-2.12 if measured, else the only one)",
+    )
+    p.add_argument(
+        "--family", action="append", default=None, help="only this model family (repeatable)"
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="for --objective weighted: e.g. cold-start=1,bytes=0.25 (cold-start=1,bytes=0.25,"
+        "storage=0.25,update=0.25)",
+    )
+    p.add_argument(
+        "--boot", type=int, default=DEFAULT_BOOT, help=f"bootstrap refits ({DEFAULT_BOOT})"
+    )
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="measure the recommendation on models and RTTs not used in the fit",
+    )
+    p.add_argument(
+        "--validate-model",
+        action="append",
+        default=None,
+        metavar="PATH[:FAMILY]",
+        help="model to validate on (repeatable; default: two synthetic models of new sizes)",
+    )
+    p.add_argument(
+        "--validate-rtt",
+        default="10,40",
+        help="RTTs to validate at, ms, comma-separated, not used in the fit (10,40)",
+    )
+    p.add_argument("--validate-reps", type=int, default=3, help="repetitions per cell (3)")
+    p.add_argument(
+        "--validate-store", default=None, help="keep the validation measurements in this store"
+    )
+    p.add_argument("--json", dest="json_out", default=None, help="write everything to this file")
+    p.set_defaults(func=run)
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    from cvmfs_modelio.stats.recommend import OBJECTIVES
+
+    if text is None:
+        return None
+    out = {}
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        if not sep or k.strip() not in OBJECTIVES[:-1]:
+            raise UsageError(
+                f"--weights: {part!r} is not NAME=WEIGHT with NAME one of "
+                f"{', '.join(OBJECTIVES[:-1])}"
+            )
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise UsageError(f"--weights: {v!r} is not a number") from None
+        if not out[k.strip()] >= 0:
+            raise UsageError(f"--weights: {part!r} must not be negative")
+    if sum(out.values()) <= 0:
+        raise UsageError("--weights: all weights are zero")
+    return out
+
+
+def _validation_models(specs: list[str] | None, fit: Any) -> list[Any] | None:
+    from cvmfs_modelio.stats.validate import ValidationModel
+
+    if not specs:
+        return None
+    out = []
+    for s in specs:
+        path, sep, fam = s.rpartition(":")
+        if not sep or "/" in fam:
+            path, fam = s, ""
+        if not fam:
+            import os
+
+            size = os.stat(path).st_size if os.path.exists(path) else 0
+            near = min(fit.profiles.values(), key=lambda p: abs(p.model_bytes - size))
+            fam = near.family
+        out.append(ValidationModel(path, fam))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from cvmfs_modelio.stats.fit import fit_store
+    from cvmfs_modelio.stats.recommend import Scenario, recommend
+    from cvmfs_modelio.stats.results import load_results
+
+    check_dest(args.json_out)
+    if not 0 <= args.rtt_ms <= 10_000:
+        raise UsageError(f"--rtt: {args.rtt_ms} ms is not in [0, 10000]")
+    bandwidth = units.parse_size(args.bandwidth, "--bandwidth")
+    if not 0 <= args.prefetch <= 1024:
+        raise UsageError(f"--prefetch: {args.prefetch} is not in [0, 1024]")
+    if not 0 <= args.boot <= 10_000:
+        raise UsageError(f"--boot: {args.boot} is not in [0, 10000]")
+    if args.weights is not None and args.objective != "weighted":
+        raise UsageError("--weights: only with --objective weighted")
+    weights = _weights(args.weights)
+    rtts = _rtts(args.validate_rtt) if args.validate else []
+    res = load_results(args.results)
+    fit = fit_store(res, args.client_profile, n_boot=args.boot)
+    sc = Scenario(round(args.rtt_ms * 1e6), bandwidth, args.prefetch)
+    rec = recommend(fit, args.objective, sc, weights=weights, families=args.family)
+    print(format_recommendation(fit, rec))
+    validation = None
+    if args.validate:
+        from cvmfs_modelio.campaign.experiments import stderr_progress
+        from cvmfs_modelio.stats.validate import validate
+
+        validation = validate(
+            fit,
+            rec,
+            _validation_models(args.validate_model, fit),
+            rtts,
+            reps=args.validate_reps,
+            store=args.validate_store,
+            progress=stderr_progress(),
+        )
+        print()
+        print(format_validation(validation))
+    if args.json_out is not None:
+        payload: dict[str, Any] = {
+            "fit": fit.to_dict(),
+            "recommendation": rec.to_dict(),
+            "validation": validation.to_dict() if validation else None,
+        }
+        write_json(args.json_out, payload, schema="recommend")
+    return 0
+
+
+def _rtts(text: str) -> list[float]:
+    out = []
+    for part in text.split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            raise UsageError(f"--validate-rtt: {part!r} is not a number of ms") from None
+        if not 0 <= v <= 10_000:
+            raise UsageError(f"--validate-rtt: {v} ms is not in [0, 10000]")
+        out.append(v)
+    return out
+
+
+def _ms(ns: float) -> str:
+    return units.fmt_ns(ns)
+
+
+def format_recommendation(fit: Any, rec: Any) -> str:
+    """The recommendation as people read it (also used by ``report``)."""
+    from cvmfs_modelio.stats.fit import CALIBRATED_PROFILE, DEFAULT_CONFIG
+
+    p = fit.params
+    lines = [
+        f"Recommendation for {rec.scenario.label()}, objective {rec.objective}",
+        f"client profile: {fit.client_profile}"
+        + (
+            ""
+            if fit.client_profile == CALIBRATED_PROFILE
+            else f" (the numbers are for this profile, NOT the calibrated {CALIBRATED_PROFILE})"
+        ),
+        "cost per fetched object: "
+        f"{_ms(p['per_object_ns'].value)} "
+        f"[{_ms(p['per_object_ns'].ci_bootstrap[0])}, {_ms(p['per_object_ns'].ci_bootstrap[1])}]"
+        f" + {p['rtt_factor'].value:.2f} RTT + max(link x {p['link_factor'].value:.2f}, "
+        f"{p['cpu_ns_per_byte'].value:.2f} ns/byte); time-to-first-inference model: "
+        f"R² {fit.ttfi_r2:.2f}, leave-one-model-out median error "
+        f"{100 * fit.cv_median_abs_rel_err:.1f}%",
+    ]
+    for fa in rec.families:
+        lines += ["", f"== family {fa.family}: {', '.join(fa.models)}"]
+        lines += ["server.conf:"] + [f"  {ln}" for ln in fa.server_conf()]
+        ci = (
+            f" (95% interval {100 * fa.gain_ci[0]:+.1f}% .. {100 * fa.gain_ci[1]:+.1f}%)"
+            if fa.gain_ci
+            else ""
+        )
+        lines.append(
+            f"predicted gain over the defaults ({DEFAULT_CONFIG.label}): "
+            f"{100 * fa.gain:+.1f}%{ci}, {_ms(fa.gain_ns)} per cold load on average"
+        )
+        rows = [
+            [
+                m,
+                _ms(fa.default_ns[m]),
+                _ms(fa.predicted_ns[m]),
+                f"{100 * (1 - fa.predicted_ns[m] / fa.default_ns[m]):+.1f}%",
+                "chunking cannot matter for this file" if m in fa.below_min else "",
+            ]
+            for m in fa.models
+        ]
+        lines.append(
+            format_table(
+                ["model", "defaults", fa.best.label, "saving", ""],
+                rows,
+            )
+        )
+        ranked = sorted(fa.scores.items(), key=lambda kv: kv[1])
+        lines.append(
+            "candidates (objective relative to the defaults): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in ranked)
+        )
+        if fa.rtt_sweep:
+            if fa.break_even_rtt_ns:
+                for r, lo, hi in fa.break_even_rtt_ns:
+                    lines.append(f"RTT: {lo} below {r / 1e6:.1f} ms, {hi} above (break-even)")
+            else:
+                lines.append(
+                    f"RTT: {fa.rtt_sweep[0][1]} is best at every RTT from "
+                    f"{fa.rtt_sweep[0][0] / 1e6:g} to {fa.rtt_sweep[-1][0] / 1e6:g} ms "
+                    "(no break-even)"
+                )
+        if fa.bandwidth_sweep:
+            lines.append(
+                "bandwidth: "
+                + ", ".join(
+                    f"{units.fmt_rate(b) if b else 'unlimited'} -> {lab}"
+                    for b, lab in fa.bandwidth_sweep
+                )
+            )
+        if fa.prefetch:
+            lines.append(
+                "client-side prefetch (cmio-simfs --prefetch N; cvmfs2 has none): predicted cold "
+                "load, saving against no prefetch"
+            )
+            lines.append(
+                format_table(
+                    [
+                        "depth",
+                        f"defaults {DEFAULT_CONFIG.label}",
+                        "saving",
+                        fa.prefetch[0]["small_chunks"],
+                        "saving",
+                        "unchunked",
+                    ],
+                    [
+                        [
+                            str(d["depth"]),
+                            _ms(d["default_ns"]),
+                            f"{100 * d['default_saving']:.1f}%",
+                            _ms(d["small_ns"]),
+                            f"{100 * d['small_saving']:.1f}%",
+                            _ms(d["unchunked_ns"]),
+                        ]
+                        for d in fa.prefetch
+                    ],
+                )
+            )
+        lines += [f"note: {n}" for n in fa.notes]
+    return "\n".join(lines)
+
+
+def format_validation(v: Any) -> str:
+    """Predicted vs measured on unseen models and RTTs."""
+    rows = [
+        [
+            str(r["model"]),
+            str(r["config"]),
+            f"{r['rtt_ns'] / 1e6:g} ms",
+            _ms(r["measured_ns"]),
+            _ms(r["predicted_ns"]),
+            f"{100 * r['rel_err']:+.1f}%",
+        ]
+        for _i, r in v.cells.iterrows()
+    ]
+    verdict = "meets" if v.meets_target else "MISSES"
+    w = v.worst_cell
+    return "\n".join(
+        [
+            f"Validation on models not in the fit ({', '.join(v.models)}) at RTTs not in the fit "
+            f"({', '.join(f'{r / 1e6:g} ms' for r in v.rtts_ns)}), client profile "
+            f"{v.client_profile}:",
+            format_table(["model", "config", "RTT", "measured", "predicted", "error"], rows),
+            f"median |error| {100 * v.median_abs_rel_err:.1f}% ({verdict} the 10% target), "
+            f"worst {100 * v.worst_abs_rel_err:.1f}% ({w['model']}, {w['config']}, "
+            f"{w['rtt_ns'] / 1e6:g} ms: measured {_ms(w['measured_ns'])}, predicted "
+            f"{_ms(w['predicted_ns'])})",
+        ]
+    )
