@@ -202,7 +202,8 @@ def _chunk_digests(prof: ModelProfile, cfg: Config) -> list[tuple[str, float]]:
     return out
 
 
-def _storage(profs: Sequence[ModelProfile], cfg: Config) -> float:
+def storage_bytes(profs: Sequence[ModelProfile], cfg: Config) -> float:
+    """Compressed bytes (estimated) the models occupy under ``cfg``, identical chunks once."""
     seen: dict[str, float] = {}
     for p in profs:
         for h, c in _chunk_digests(p, cfg):
@@ -312,7 +313,7 @@ def _fixed_parts(
     if "bytes" in w:
         parts["bytes"] = {c.label: sum(_bytes(p, c) for p in profs) for c in allc}
     if "storage" in w:
-        parts["storage"] = {c.label: _storage(profs, c) for c in allc}
+        parts["storage"] = {c.label: storage_bytes(profs, c) for c in allc}
     if "update" in w:
         series = version_series([p.model for p in profs])
         if not series:

@@ -128,7 +128,9 @@ def validate(
         raise UsageError("--validate-rtt: every RTT given was used in the fit; give others")
     with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-validate-") as tmp:
         work = Path(tmp)
-        vms = list(models) if models else default_models(work, fit)
+        # a kept store keeps its models beside it (its rows name their files)
+        mdir = work if store is None else Path(store).parent / f"{Path(store).name}-models"
+        vms = list(models) if models else default_models(mdir, fit)
         files = unique_names([model_from_path(v.path) for v in vms])
         seen = [f.name for f in files if f.name in fit.profiles]
         if seen:
