@@ -139,9 +139,9 @@ def _validation_models(specs: list[str] | None, fit: Any) -> list[Any] | None:
 
 def run(args: argparse.Namespace) -> int:
     from cvmfs_modelio.stats.fit import fit_store
-    from cvmfs_modelio.stats.textout import format_recommendation, format_validation
     from cvmfs_modelio.stats.recommend import Scenario, recommend
     from cvmfs_modelio.stats.results import load_results
+    from cvmfs_modelio.stats.textout import format_recommendation, format_validation
 
     check_dest(args.json_out)
     if not 0 <= args.rtt_ms <= 10_000:

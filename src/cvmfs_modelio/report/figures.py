@@ -33,14 +33,17 @@ def _figure(w: float = 8.0, h: float = 4.5) -> Figure:
 
 
 def heatmap_measurement(res: Results, model: str) -> str | None:
-    """The measurement a model's heat map shows: a traced cold load if any, else a cold one."""
+    """The measurement a model's heat map shows: a traced cold load if any, else a cold one,
+    else (a store that recorded no cold access pattern) a warm one."""
     m = res.measurements
-    m = m[(m["model"] == model) & (m["cache_state"] == "cold") & m["ok"].astype(bool)]
+    m = m[(m["model"] == model) & m["ok"].astype(bool)]
     if m.empty or res.reads is None:
         return None
     with_reads = m[m["measurement_id"].isin(set(res.reads["measurement_id"]))]
     if with_reads.empty:
         return None
+    cold = with_reads[with_reads["cache_state"] == "cold"]
+    with_reads = cold if not cold.empty else with_reads
     traced = with_reads[with_reads["traced"].astype(bool)]
     pick = traced if not traced.empty else with_reads
     # prefer the most chunks: the picture of chunking at work
@@ -86,7 +89,7 @@ def access_heatmap(
             ax.plot([], [], color=COLOURS[src], lw=6, alpha=0.4, label=f"fetches ({len(s)})")
         else:
             segs = np.stack([np.column_stack([t0, y0]), np.column_stack([t0, y1])], axis=1)
-            ax.add_collection(LineCollection(segs, colors=COLOURS[src], linewidths=1.5))
+            ax.add_collection(LineCollection(list(segs), colors=COLOURS[src], linewidths=1.5))
             ax.plot([], [], color=COLOURS[src], lw=2, label=f"{src} ({len(s)})")
     if layout is not None:
         for off in layout.offsets[1:].tolist():
@@ -104,8 +107,8 @@ def access_heatmap(
     ax.set_xlabel("time since session start (ms)")
     ax.set_ylabel(f"offset in {file} (MiB)")
     ax.set_title(
-        f"{row['model']}: {row['chunk_label']}, RTT {row['rtt_ns'] / 1e6:g} ms, cold"
-        + (" (traced)" if bool(row.get("traced", False)) else "")
+        f"{row['model']}: {row['chunk_label']}, RTT {row['rtt_ns'] / 1e6:g} ms, "
+        f"{row['cache_state']}" + (" (traced)" if bool(row.get("traced", False)) else "")
     )
     ax.legend(loc="upper left", fontsize=8)
     return fig
@@ -147,7 +150,8 @@ def latency_cdf(res: Results) -> Figure:
     f = f[f["kind"].isin(["chunk", "whole"])]
     fig = _figure()
     ax = fig.add_subplot()
-    for (rtt, bw), g in f.groupby(["rtt_ns", "bandwidth_bytes_per_s"]):
+    for key, g in f.groupby(["rtt_ns", "bandwidth_bytes_per_s"]):
+        rtt, bw = (float(v) for v in key)  # type: ignore[arg-type]
         d = np.sort(g["duration_ns"].to_numpy() / 1e6)
         bwl = f"{bw / MiB:g} MiB/s" if bw else "unlimited"
         ax.step(
@@ -179,7 +183,7 @@ def sweep_curves(fit: CostModelFit, rec: Recommendation) -> Figure:
         xs = np.array(AVG_CANDIDATES) / MiB
         cfgs = [Config.xor32(a // 2, a, 2 * a) for a in AVG_CANDIDATES]
 
-        def rel(cfg: Config, params: CostParams | None) -> float:
+        def rel(cfg: Config, params: CostParams | None, profs: list[Any] = profs) -> float:
             vals = []
             for p in profs:
                 d = fit.predict_ns(

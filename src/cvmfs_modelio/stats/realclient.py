@@ -47,8 +47,8 @@ class RealClientFit:
             for side, v in sorted(self.rtt_factor.items())
         )
         return (
-            f"real cvmfs2 2.12 vs emulated ({self.n_runs} cold loads, {self.path}): the real client "
-            f"pays {self.extra_per_object_ns / 1e6:+.2f} ms per object "
+            f"real cvmfs2 2.12 vs emulated ({self.n_runs} cold loads, {self.path}): the real "
+            f"client pays {self.extra_per_object_ns / 1e6:+.2f} ms per object "
             f"[{lo / 1e6:+.2f}, {hi / 1e6:+.2f}] more; RTTs per object: {rf}"
         )
 
