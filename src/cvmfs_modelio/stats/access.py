@@ -208,12 +208,16 @@ def simulate_stall(
         lane = t.lanes[li]
         cid = lane[pos][1]
         ready = st.done_at.get(cid)
+        miss = ready is None or ready > now  # not in the cache yet (absent or in flight)
         if ready is None:
             if cid in st.queued_set:
                 st.queued.remove(cid)
                 st.queued_set.discard(cid)
             ready = link.fetch(now, float(t.sizes[cid]), float(t.compressed[cid]))
             st.done_at[cid] = ready
+        if miss:
+            # cmio-simfs queues the next N chunks after every read that did not find its chunk
+            # cached, also when it waited for one already in flight
             f = int(t.file_of[cid])
             if prefetch > 0 and t.chunked[f]:
                 last = int(t.first_chunk[f] + t.n_chunks[f])
