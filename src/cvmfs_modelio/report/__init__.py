@@ -1,0 +1,1 @@
+"""The report: figures (matplotlib), the HTML/Markdown page, best practices."""

@@ -1,0 +1,1 @@
+"""Statistics: the per-fetch cost model, its fit, recommendations and their validation."""
