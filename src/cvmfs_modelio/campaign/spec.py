@@ -41,12 +41,11 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-
-import tomllib
 
 from cvmfs_modelio.campaign.experiments import ChunkConfig
 from cvmfs_modelio.chunks.layouts import parse_min_avg_max
