@@ -197,6 +197,8 @@ def _typed(value: Any, types: tuple[type, ...], what: str, where: str) -> Any:
 
 
 def _type_names(types: tuple[type, ...]) -> str:
+    if set(types) == {int, float}:
+        return "a number"
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
     return " or ".join(names.get(t, t.__name__) for t in types)
 
