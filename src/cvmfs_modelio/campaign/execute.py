@@ -20,6 +20,7 @@ from cvmfs_modelio.campaign.reaper import Guardian, cleanup_workdir, make_workdi
 from cvmfs_modelio.campaign.runner import NullProgress, Progress, RunContext, RunStats, new_run_id
 from cvmfs_modelio.campaign.spec import CampaignSpec
 from cvmfs_modelio.campaign.store import ResultsStore, utc_now
+from cvmfs_modelio.core.errors import UsageError
 
 
 @dataclass
@@ -54,6 +55,16 @@ def _alive(pid: object) -> bool:
     return True
 
 
+def preflight(spec: CampaignSpec) -> None:
+    """Refuse a campaign this machine cannot run before anything is created."""
+    if spec.target.kind == "emulated":
+        from cvmfs_modelio.campaign.experiments import fuse_unavailable_reason
+
+        reason = fuse_unavailable_reason()
+        if reason is not None:
+            raise UsageError(f"cannot mount the emulated CVMFS: {reason}")
+
+
 def plan(
     spec: CampaignSpec, store: ResultsStore, retry_failed: bool = False
 ) -> tuple[list[Cell], int]:
@@ -76,6 +87,7 @@ def execute(
 ) -> RunSummary:
     """Run the campaign into the store at ``results`` (see the module docstring)."""
     ex = get_executor(executor or spec.executor)
+    preflight(spec)
     store, changed = ResultsStore.open_for_run(results, spec.canonical(), resume)
     run_id = new_run_id()
     wd = make_workdir(workdir)

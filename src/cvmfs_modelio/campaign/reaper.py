@@ -64,7 +64,7 @@ def make_workdir(parent: str | os.PathLike[str] | None) -> Path:
     """A fresh scratch directory for one run, marked as such."""
     import tempfile
 
-    wd = Path(tempfile.mkdtemp(prefix="cvmfs-modelio-run-", dir=parent))
+    wd = Path(tempfile.mkdtemp(prefix="cvmfs-modelio-run-", dir=parent)).resolve()
     (wd / MARKER).write_text(f"{os.getpid()}\n")
     return wd
 

@@ -121,6 +121,17 @@ def resident_bytes(paths: Sequence[Path]) -> int:
     return total
 
 
+def evict_local(paths: Sequence[Path]) -> None:
+    """Drop the page cache of local files: write back first (DONTNEED keeps dirty pages)."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def cached_objects(cache: Path, hashes: Sequence[str]) -> int:
     """How many of the objects ``hashes`` the emulated client's cache directory holds."""
     n = 0
@@ -393,17 +404,13 @@ def _prepare(cell: Cell, m: _Mounted, row: dict[str, Any], timeout_s: float) -> 
                 # the client cache again (this can only drop pages, never add them)
                 m.mount.clear_caches(m.files)
         else:
-            from cvmfs_modelio.mounts import drop_page_cache
-
-            drop_page_cache(m.files)
+            evict_local(m.files)
             row["resident_bytes_before"] = resident_bytes(m.files)
     elif state == "warm":
         if m.mount is not None:
             m.mount.drop_page_cache(m.files)
         else:
-            from cvmfs_modelio.mounts import drop_page_cache
-
-            drop_page_cache(m.files)
+            evict_local(m.files)
         row["resident_bytes_before"] = resident_bytes(m.files)
     else:
         row["resident_bytes_before"] = resident_bytes(m.files)
