@@ -95,7 +95,8 @@ def test_export_writes_what_the_benchmark_reads(
     [
         (
             ["--repo", REPO, "/cvmfs/other.org/m.onnx"],
-            "/cvmfs/other.org/m.onnx: not in repository bench.example.org (expected /cvmfs/bench.example.org/...)",
+            "/cvmfs/other.org/m.onnx: not in repository bench.example.org "
+            "(expected /cvmfs/bench.example.org/...)",
         ),
         (["--repo", REPO, "../m.onnx"], "../m.onnx: not a file path inside the repository"),
         (["--repo", "a/b", "m.onnx"], "--repo: 'a/b' is not a repository name (e.g. cms.cern.ch)"),

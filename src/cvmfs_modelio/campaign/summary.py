@@ -38,7 +38,7 @@ def summary_rows(df: Any) -> list[list[str]]:
     rows: list[list[str]] = []
     if df.empty:
         return rows
-    for key, g in df.groupby(_GROUP, sort=False):
+    for key, g in df.groupby(_GROUP, sort=True):
         model, chunks, rtt, bw, prefetch, loader = key
         ok = g[g["ok"]]
         cold = ok[(ok["cache_state"] == "cold") & ok["cold_verified"]]
