@@ -68,7 +68,7 @@ class RichProgress:
         self.console = Console(stderr=True)
         self._p = Progress(
             TextColumn("{task.description}", justify="left"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("ETA"),
@@ -97,7 +97,10 @@ class RichProgress:
         if self._task is None:
             self._p.console.print(text)
             return
-        self._p.update(self._task, description=text)
+        # the bar, counts and times take ~45 columns; the description gets the rest
+        room = max(20, self.console.width - 48)
+        short = text if len(text) <= room else text[: room - 1] + "…"
+        self._p.update(self._task, description=short)
 
     def advance(self) -> None:
         if self._task is not None:
