@@ -197,3 +197,41 @@ def test_run_refuses_bad_input(
     assert main(["cvmfs-bench", "run", str(out), "--mount", str(mount), "--commands", "x"]) == 2
     assert "--commands: 'x' is not in" in capsys.readouterr().err
     assert not (out / "data").exists()
+
+
+def test_campaign_on_a_repository_path_reads_its_actual_layout(
+    tmp_path: Path, mount: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ``cvmfs`` target (a repository as it is) through an emulated mount: the same
+    code path as on /cvmfs, layouts and counters through ``cvmfs_modelio.mounts``."""
+    from cvmfs_modelio.campaign.client import effective_profile
+    from cvmfs_modelio.campaign.store import ResultsStore
+
+    camp = tmp_path / "repo.toml"
+    camp.write_text(
+        f'[campaign]\nname = "repo"\nreps = 2\n[[models]]\npath = "models/ext/external.onnx"\n'
+        f'[target]\nkind = "cvmfs"\npath = "{mount}"\n'
+    )
+    assert main(["run", str(camp), "-o", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    df = ResultsStore.open(tmp_path / "r").measurements()
+    assert len(df) == 6 and df["ok"].all()
+    assert set(df["target"]) == {"cvmfs"} and set(df["chunk_label"]) == {"repository"}
+    assert set(df["client_profile"]) == {effective_profile("cvmfs-2.12")}
+    # the repository's own layout: the .onnx whole, the data in its 4 published chunks
+    assert (df["chunks_total"] == 5).all() and (df["objects_total"] == 5).all()
+    cold = df[df["cache_state"] == "cold"]
+    assert cold["cold_verified"].all() and (cold["objects_fetched"] == 5).all()
+    assert (cold["cached_objects_before"] == -1).all()  # a real cache is not listed
+    hot = df[df["cache_state"] == "hot"]
+    assert hot["state_verified"].all() and (hot["objects_fetched"] == 0).all()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        camp.read_text()
+        .replace(str(mount), str(tmp_path))
+        .replace("models/ext/external.onnx", "repo.toml")
+    )
+    assert main(["run", str(bad), "-o", str(tmp_path / "r2")]) == 2
+    assert capsys.readouterr().err == (
+        f"cvmfs-modelio: {bad}: [target]: path {tmp_path} is not on a CVMFS mount\n"
+    )

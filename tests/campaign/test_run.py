@@ -275,3 +275,64 @@ def test_bad_stores_and_machines_are_one_line_and_create_nothing(
     )
     assert not (tmp_path / "new").exists()
     assert os.listdir(tmp_path) == ["r"]
+
+
+def test_a_model_ort_cannot_load_is_recorded_as_failed_not_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOp", ["x"], ["y"], domain="example.unknown")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.unknown", 1)],
+    )
+    onnx.save_model(model, tmp_path / "bad.onnx")
+    camp = tmp_path / "bad.toml"
+    camp.write_text(
+        '[campaign]\nname = "bad"\nreps = 1\n[[models]]\npath = "bad.onnx"\n'
+        '[target]\nkind = "local"\n[matrix]\ncache = ["cold", "hot"]\n'
+    )
+    assert main(["run", str(camp), "-o", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "2 measured now (2 failed), 0 missing" in out
+    df = ResultsStore.open(tmp_path / "r").measurements()
+    assert not df["ok"].any()
+    cold = df[df["cache_state"] == "cold"].iloc[0]
+    assert cold["error"].startswith(f"loader ort: {tmp_path / 'bad.onnx'}: ")
+    assert cold["time_to_first_inference_ns"] == -1 and not cold["cold_verified"]
+    assert df[df["cache_state"] == "hot"].iloc[0]["error"].startswith("priming load failed: ")
+    # a failure counts as done; --retry-failed measures it again
+    assert main(["run", str(camp), "-o", str(tmp_path / "r"), "--resume"]) == 0
+    assert "2 were in the store, 0 measured now" in capsys.readouterr().out
+    assert main(["run", str(camp), "-o", str(tmp_path / "r"), "--resume", "--retry-failed"]) == 0
+    assert "0 were in the store, 2 measured now (2 failed)" in capsys.readouterr().out
+    assert len(ResultsStore.open(tmp_path / "r").measurements(dedupe=False)) == 4
+
+
+def test_dry_run_counts_without_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(QUICK), "-o", str(tmp_path / "r"), "--dry-run"]) == 0
+    assert capsys.readouterr().out == (
+        f"campaign quick: 3 cells x 2 repetitions = 6 measurements; 0 in {tmp_path / 'r'}, "
+        f"6 to measure\n"
+    )
+    assert not (tmp_path / "r").exists()
+    not_onnx = tmp_path / "x.onnx"
+    not_onnx.write_bytes(b"\x00garbage")
+    camp = tmp_path / "c.toml"
+    camp.write_text(
+        '[campaign]\nname = "c"\n[[models]]\npath = "x.onnx"\n[target]\nkind = "local"\n'
+    )
+    assert main(["run", str(camp), "-o", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == (
+        f"cvmfs-modelio: {not_onnx}: not a readable ONNX model (DecodeError)\n"
+    )
+    assert not (tmp_path / "r").exists()

@@ -37,6 +37,7 @@ class RunSummary:
     campaign_changed: bool = False
     cleaned_previous: bool = False
     orphans_removed: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def remaining(self) -> int:
@@ -55,14 +56,33 @@ def _alive(pid: object) -> bool:
     return True
 
 
-def preflight(spec: CampaignSpec) -> None:
-    """Refuse a campaign this machine cannot run before anything is created."""
+def preflight(spec: CampaignSpec) -> list[str]:
+    """Refuse a campaign this machine cannot run before anything is created; notes to print.
+
+    Checks FUSE for the emulated target and that every model file is readable (an ONNX
+    file's external data found).
+    """
+    from cvmfs_modelio.campaign.client import UNCALIBRATED_PROFILE, client_profiles_supported
+    from cvmfs_modelio.campaign.modelsrc import files_of
+
+    notes: list[str] = []
     if spec.target.kind == "emulated":
         from cvmfs_modelio.campaign.experiments import fuse_unavailable_reason
 
         reason = fuse_unavailable_reason()
         if reason is not None:
             raise UsageError(f"cannot mount the emulated CVMFS: {reason}")
+        asked = sorted(set(spec.matrix.client_profile) - {UNCALIBRATED_PROFILE})
+        if asked and not client_profiles_supported():
+            notes.append(
+                f"client profile {', '.join(asked)} requested; this cmio-simfs has no "
+                f"--client-profile, so the loads are measured and recorded as "
+                f"{UNCALIBRATED_PROFILE!r} (uncalibrated)"
+            )
+    for m in spec.models:
+        if m.kind == "file" and m.path is not None:
+            files_of(m.path)
+    return notes
 
 
 def plan(
@@ -87,7 +107,7 @@ def execute(
 ) -> RunSummary:
     """Run the campaign into the store at ``results`` (see the module docstring)."""
     ex = get_executor(executor or spec.executor)
-    preflight(spec)
+    notes = preflight(spec)
     store, changed = ResultsStore.open_for_run(results, spec.canonical(), resume)
     run_id = new_run_id()
     wd = make_workdir(workdir)
@@ -102,6 +122,9 @@ def execute(
     try:
         with store.lock(owner) as previous:
             summary = RunSummary(store.root, run_id, ex.name, 0, 0, 0, campaign_changed=changed)
+            summary.notes = notes
+            for n in notes:
+                (progress or NullProgress()).note(n)
             if previous and previous.get("workdir") and not _alive(previous.get("pid")):
                 summary.cleaned_previous = cleanup_workdir(previous["workdir"])
             summary.orphans_removed = store.remove_orphans()

@@ -393,10 +393,25 @@ def _matrix(table: dict[str, Any], name: str, target: TargetSpec) -> Matrix:
             table, "client_profile", [DEFAULT_CLIENT_PROFILE], _choice(CLIENT_PROFILES), where
         )
         if emulated
-        else ("real" if target.kind == "cvmfs" else "none",),
+        else (_measured_client(target, f"{name}: [target]"),),
         cache=_axis(table, "cache", list(CACHE_STATES), _choice(CACHE_STATES), where),
         loader=_axis(table, "loader", ["ort"], _choice(loader_names()), where),
     )
+
+
+def _measured_client(target: TargetSpec, where: str) -> str:
+    """The client a non-emulated target is measured with: ``real`` cvmfs2, ``none`` (local
+    disk), or the emulated client's profile when a "repository" path is an emulated mount."""
+    if target.kind != "cvmfs" or target.path is None:
+        return "none"
+    from cvmfs_modelio.campaign.client import effective_profile
+    from cvmfs_modelio.mounts import SIM, find_mount
+
+    try:
+        kind = find_mount(target.path).kind
+    except UsageError:
+        raise UsageError(f"{where}: path {target.path} is not on a CVMFS mount") from None
+    return effective_profile(DEFAULT_CLIENT_PROFILE) if kind == SIM else "real"
 
 
 def _models(raw: Any, name: str, base: Path, target: TargetSpec) -> tuple[ModelSpec, ...]:

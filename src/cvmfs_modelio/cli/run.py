@@ -141,6 +141,8 @@ def _interrupted(spec: Any, results: Path, args: argparse.Namespace) -> None:
 
 def _report(summary: RunSummary, name: str) -> None:
     s = summary
+    for n in s.notes:
+        print(f"note: {n}")
     if s.cleaned_previous:
         print("cleaned up after a previous run of this store that was killed")
     if s.campaign_changed:
