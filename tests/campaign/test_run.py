@@ -336,3 +336,49 @@ def test_dry_run_counts_without_measuring(
         f"cvmfs-modelio: {not_onnx}: not a readable ONNX model (DecodeError)\n"
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_batch_tasks_give_the_same_cells_once_each_after_merging(tmp_path: Path) -> None:
+    """The executor interface's batch path: cells split over task files, each task run as
+    a worker would (its own process, scratch and mounts), merged atomically."""
+    from cvmfs_modelio.campaign.cells import expand, pending
+    from cvmfs_modelio.campaign.spec import load_campaign
+    from cvmfs_modelio.campaign.task import write_task_file
+
+    spec = load_campaign(QUICK)
+    store = ResultsStore.create(tmp_path / "r", spec.canonical())
+    cells = expand(spec)
+    work = pending(cells, spec.reps, [])
+    # split by repetition so that both tasks share cells: rep 0 in task a, rep 1 in task b
+    from cvmfs_modelio.campaign.cells import CellWork
+
+    shares = {
+        "a": [CellWork(w.cell, (0,)) for w in work],
+        "b": [CellWork(w.cell, (1,)) for w in work],
+    }
+    for tid, share in shares.items():
+        write_task_file(tmp_path / f"{tid}.json", share)
+        argv = [sys.executable, "-m", "cvmfs_modelio.campaign.task", str(QUICK), str(store.root)]
+        r = subprocess.run(
+            [*argv, tid, str(tmp_path / f"{tid}.json"), "test"], capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == {"measured": 3, "failed": 0}
+    assert store.measured() == []  # nothing reaches the store before the merge
+    with store.lock({"pid": os.getpid()}):
+        assert store.merge_tasks() == (6, 0)
+    df = store.measurements(dedupe=False)
+    assert sorted(zip(df["cell_key"], df["rep"], strict=True)) == sorted(
+        (c.key, r) for c in cells for r in range(spec.reps)
+    )
+    assert set(df["executor"]) == {"test"} and set(df["task_id"]) == {"a", "b"}
+    assert not df["primed"].any()  # each task's series starts with its cold repetition
+    assert df[df["cache_state"] == "cold"]["cold_verified"].all()
+    assert set(store.fetches()["measurement_id"]) == set(
+        df[df["cache_state"] == "cold"]["measurement_id"]
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    r = subprocess.run([*argv, "c", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr == f"cvmfs-modelio task: {bad}: not a task file (AttributeError)\n"
