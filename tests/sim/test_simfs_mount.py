@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -673,6 +674,11 @@ def test_event_log_records_fuse_requests_and_fetches(tmp_path: Path, server: Any
             assert len(os.pread(fd, 4096, 5 * MiB)) == 4096
         finally:
             os.close(fd)
+        # The kernel sends FUSE_RELEASE asynchronously after the last close: wait until
+        # the client has handled it (its open-file count is back to 0) before unmounting.
+        deadline = time.monotonic() + 10
+        while os.getxattr(m.path, "user.usedfd") != b"0" and time.monotonic() < deadline:
+            time.sleep(0.01)
     ev = read_event_file(log)
     assert ev.meta["source"] == "cmio-simfs" and ev.meta["clock"] == "CLOCK_MONOTONIC"
     e = ev.events

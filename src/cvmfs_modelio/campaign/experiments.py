@@ -314,7 +314,7 @@ def fuse_unavailable_reason() -> str | None:
 Progress = Callable[[str], None]
 
 
-def _stage_sources(models: Sequence[ModelFiles], dest: Path) -> dict[str, str]:
+def stage_sources(models: Sequence[ModelFiles], dest: Path) -> dict[str, str]:
     """Hard-link (or copy) each model's files to ``dest/<name>/``; name -> repo path of .onnx."""
     names = [m.name for m in models]
     if len(set(names)) != len(names):
@@ -503,7 +503,7 @@ def run_campaign(
     with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-campaign-", dir=workdir) as tmp:
         work = Path(tmp)
         src = work / "src"
-        repo_onnx = _stage_sources(models, src)
+        repo_onnx = stage_sources(models, src)
         cache = work / "cache"
         for ci, config in enumerate(params.configs):
             store = work / f"store{ci}"

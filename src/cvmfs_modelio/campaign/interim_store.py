@@ -42,8 +42,8 @@ from typing import Any
 from cvmfs_modelio.campaign.experiments import (
     ChunkConfig,
     ModelFiles,
-    _stage_sources,
     fuse_unavailable_reason,
+    stage_sources,
 )
 from cvmfs_modelio.core.errors import UsageError
 
@@ -206,7 +206,7 @@ def measure(plan: Plan, store: str | os.PathLike[str], progress: Progress | None
     with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-interim-") as tmp:
         work = Path(tmp)
         src = work / "src"
-        repo_onnx = _stage_sources([m.files for m in plan.models], src)
+        repo_onnx = stage_sources([m.files for m in plan.models], src)
         published: dict[str, Path] = {}
         for ci, cell in enumerate(plan.cells):
             say(

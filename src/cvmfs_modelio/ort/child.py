@@ -1,13 +1,15 @@
 """ONNX Runtime session creation and first inference, timed in a fresh process.
 
-The campaign runs ``python -m cvmfs_modelio.ort.child MODEL`` as a child so that nothing of a
-previous load (ORT's own caches, Python's imports of the model's pages) survives into the
-next measurement.  The child imports ONNX Runtime *before* it starts the clock, creates
-an ``InferenceSession`` with ORT's default options (graph optimisation and weight
-prepacking on, so every initializer is read while the session is created), runs one
-inference on zero inputs and prints one JSON line::
+The campaign runs ``python -m cvmfs_modelio.ort.child [--disable-prepacking] MODEL`` as a
+child so that nothing of a previous load (ORT's own caches, Python's imports of the model's
+pages) survives into the next measurement.  The child imports ONNX Runtime *before* it
+starts the clock, creates an ``InferenceSession`` with ORT's default options (graph
+optimisation and weight prepacking on, so every initializer is read while the session is
+created; ``--disable-prepacking`` sets ``session.disable_prepacking=1``, which leaves
+external-data weights untouched until the first run), runs one inference on zero inputs
+and prints one JSON line::
 
-    {"session_ns": 123, "first_inference_ns": 45, "inputs": {...}}
+    {"session_ns": 123, "first_inference_ns": 45, "prepacking": true, "inputs": {...}}
 """
 
 from __future__ import annotations
@@ -57,12 +59,14 @@ def zero_inputs(session: Any) -> dict[str, Any]:
     return feeds
 
 
-def load_and_run(model: str) -> dict[str, Any]:
+def load_and_run(model: str, *, prepacking: bool = True) -> dict[str, Any]:
     """Create a session for ``model`` and run it once; times in ns (CLOCK_MONOTONIC)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
+    if not prepacking:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     t0 = time.monotonic_ns()
     session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     t1 = time.monotonic_ns()
@@ -73,20 +77,25 @@ def load_and_run(model: str) -> dict[str, Any]:
     return {
         "session_ns": t1 - t0,
         "first_inference_ns": t3 - t2,
+        "prepacking": prepacking,
         "inputs": {k: list(v.shape) for k, v in feeds.items()},
         "onnxruntime": ort.__version__,
     }
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        sys.stderr.write("usage: python -m cvmfs_modelio.ort.child MODEL.onnx\n")
+    prepacking = "--disable-prepacking" not in argv
+    args = [a for a in argv if a != "--disable-prepacking"]
+    if len(args) != 1 or args[0].startswith("-"):
+        sys.stderr.write(
+            "usage: python -m cvmfs_modelio.ort.child [--disable-prepacking] MODEL.onnx\n"
+        )
         return 2
     try:
-        result = load_and_run(argv[0])
+        result = load_and_run(args[0], prepacking=prepacking)
     except Exception as e:  # reported as one line naming the model
         sys.stderr.write(
-            f"{argv[0]}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n"
+            f"{args[0]}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n"
         )
         return 1
     sys.stdout.write(json.dumps(result) + "\n")
