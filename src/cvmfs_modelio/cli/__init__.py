@@ -46,18 +46,32 @@ def command_modules(package: str, prefix: str = "") -> tuple[str, ...]:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _only_module(argv: Sequence[str] | None) -> str | None:
+    """The one command module ``argv`` needs, or None when all are needed (``--help``...).
+
+    Only the chosen command's module is imported, so a command starts without the imports
+    of every other one (``trace`` runs in ~the interpreter's own start-up time)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0].startswith("-"):
+        return None
+    name = f"cvmfs_modelio.cli.{args[0].replace('-', '_')}"
+    return name if name in command_modules("cvmfs_modelio.cli") else None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line parser; with ``argv``, only the command it names is registered."""
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
-    for name in command_modules("cvmfs_modelio.cli"):
+    only = _only_module(argv) if argv is not None else None
+    for name in (only,) if only else command_modules("cvmfs_modelio.cli"):
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         rc: int = args.func(args)

@@ -1,4 +1,9 @@
-"""``cvmfs-modelio trace [--match PREFIX ...] [-o TRACE] [--sample-us N] -- COMMAND ARGS...``"""
+"""``cvmfs-modelio trace [--match PREFIX ...] [-o TRACE] [--sample-us N] [--kernel MODE]
+-- COMMAND ARGS...``
+
+Imports only the standard library and :mod:`cvmfs_modelio.trace.launch`: the command's
+start-up is part of the tracer's cost as a user feels it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from cvmfs_modelio.trace.tracer import DEFAULT_SAMPLE_US, run_traced
+from cvmfs_modelio.trace.launch import DEFAULT_SAMPLE_US, KERNEL_MODES, run_traced
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -34,11 +39,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "0 = only at munmap and exit)",
     )
     p.add_argument(
+        "--kernel",
         "--perf",
-        choices=("auto", "on", "off"),
+        dest="kernel",
+        choices=KERNEL_MODES,
         default="auto",
-        help="also record kernel page-cache tracepoints with perf (root only; "
-        "auto: when possible, on: warn when not)",
+        help="also record kernel tracepoints (page cache, page faults, FUSE requests) "
+        "through a private tracefs instance (root only; default auto: when possible; "
+        "on: warn when not; --perf is the old name)",
     )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     p.set_defaults(func=run)
@@ -52,4 +60,4 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         out = time.strftime("cmio-trace-%Y%m%d-%H%M%S")
         sys.stderr.write(f"cvmfs-modelio trace: writing trace to {out}\n")
-    return run_traced(command, out, match=args.match, sample_us=args.sample_us, perf=args.perf)
+    return run_traced(command, out, match=args.match, sample_us=args.sample_us, kernel=args.kernel)
