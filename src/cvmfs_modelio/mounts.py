@@ -10,7 +10,8 @@ methods whichever client serves it:
   internal affairs`` on a real mount, the ``user.cmio_counters`` xattr on an emulated one;
 - :meth:`CvmfsMount.clear_caches`: client cache (``cvmfs_talk cleanup 0`` / the emulated
   client's SIGUSR1) and the kernel page cache of files (``posix_fadvise(DONTNEED)``);
-- :meth:`CvmfsMount.locate` / :meth:`CvmfsMount.find`: repository paths to mount paths.
+- :meth:`CvmfsMount.locate` / :meth:`CvmfsMount.find`: repository paths to mount paths;
+- :meth:`CvmfsMount.cache_dir`: the client's local cache directory (objects by hash).
 """
 
 from __future__ import annotations
@@ -136,6 +137,28 @@ class CvmfsMount:
         return parse_counters(text)
 
     # -- caches
+    def cache_dir(self) -> Path:
+        """The client's cache directory (``XX/<rest of hash>`` objects, ``txn/`` downloads).
+
+        Emulated: the ``--cache`` argument of the client process (``user.pid``); real:
+        ``CVMFS_CACHE_DIR`` from ``cvmfs_talk -i REPO parameters``.
+        """
+        if self.kind == SIM:
+            try:
+                pid = int(os.getxattr(self.root, "user.pid"))
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError) as e:
+                raise UsageError(f"{self.root}: cannot find the client's cache: {e}") from None
+            for a, b in zip(argv, argv[1:], strict=False):
+                if a == b"--cache":
+                    return Path(b.decode())
+            raise UsageError(f"{self.root}: the client was started without --cache")
+        for line in self._talk("parameters").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "CVMFS_CACHE_DIR" and value.strip():
+                return Path(value.strip().split()[0])
+        raise UsageError(f"{self.root}: cvmfs_talk parameters shows no CVMFS_CACHE_DIR")
+
     def clear_caches(self, paths: Iterable[str | os.PathLike[str]] = ()) -> None:
         """Cold state: empty the client cache and drop the page cache of ``paths``.
 

@@ -9,7 +9,8 @@ Each tracepoint becomes an event of source PERF ("kernel tracepoints") on CLOCK_
 | tracepoint | op | offset / length | result | other |
 |---|---|---|---|---|
 | mm_filemap_add_to_page_cache | PAGE_IN | page index << 12 / 4 KiB << order | length | |
-| mm_filemap_fault | PAGE_FAULT | page index << 12 / 4 KiB | 4096 | |
+| mm_filemap_fault | PAGE_FAULT | page index << 12 / 4 KiB | 4096 | ``aux`` 0 |
+| mm_filemap_map_pages | PAGE_FAULT | first page << 12 / pages mapped by fault-around | length | ``aux`` 1 |
 | fuse_request_send + _end | FUSE_READ, FUSE_OPEN, LOOKUP... | -1 / request bytes | reply bytes - 16 | ``aux`` opcode, ``err`` -error, duration send..end |
 
 Page events are kept only for files of the trace's file table (matched by device and inode);
@@ -184,18 +185,22 @@ def decode(
             if parent is not None:
                 tgid[child] = parent if flags & CLONE_THREAD else child
             continue
-        if name in ("mm_filemap_add_to_page_cache", "mm_filemap_fault"):
+        if name in ("mm_filemap_add_to_page_cache", "mm_filemap_fault", "mm_filemap_map_pages"):
             kdev = _get(rec, f["s_dev"])
             ino = _get(rec, f["i_ino"])
             fid = keys.get((os.makedev(kdev >> 20, kdev & 0xFFFFF), ino))
             if fid is None:
                 continue
             index = _get(rec, f["index"])
+            aux = 0
             if name == "mm_filemap_fault":
                 op, length = Op.PAGE_FAULT, 4096
+            elif name == "mm_filemap_map_pages":
+                last = _get(rec, f["last_index"])
+                op, length, aux = Op.PAGE_FAULT, (max(last, index) - index + 1) * 4096, 1
             else:
                 op, length = Op.PAGE_IN, 4096 << _get(rec, f["order"])
-            rows.append((ts, 0, tid, fid, index << 12, length, length, 0, 0, int(op)))
+            rows.append((ts, 0, tid, fid, index << 12, length, length, aux, 0, int(op)))
         elif name == "fuse_request_send":
             conn = _get(rec, f["connection"])
             key = (conn, _get(rec, f["unique"]))

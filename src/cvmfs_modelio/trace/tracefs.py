@@ -5,7 +5,9 @@ No ``perf record`` process: the recorder creates its own ftrace instance
 (CLOCK_MONOTONIC, the clock of every other vantage point), enables
 
 - ``filemap:mm_filemap_add_to_page_cache``: a page (folio) entered the page cache, the I/O;
-- ``filemap:mm_filemap_fault``: a page fault on a file page that was not mapped yet;
+- ``filemap:mm_filemap_fault`` and ``filemap:mm_filemap_map_pages``: file pages entering a
+  process's page table (the faulting page, and the cached neighbours that fault-around maps
+  with it): what a program touched through a mapping, at the exact time;
 - ``fuse:fuse_request_send`` / ``fuse:fuse_request_end``: every FUSE request and its reply
   (paired by request id: the time a reader waited for the FUSE client);
 - ``task:task_newtask``: every new task, so that kernel events can be given to the traced
@@ -43,7 +45,11 @@ STATUS_FILE = "kernel.json"
 GATE_FILE = "kernel.pending"
 GATE_ENV = "CMIO_TRACE_GATE"
 
-PAGE_EVENTS = ("filemap/mm_filemap_add_to_page_cache", "filemap/mm_filemap_fault")
+PAGE_EVENTS = (
+    "filemap/mm_filemap_add_to_page_cache",
+    "filemap/mm_filemap_fault",
+    "filemap/mm_filemap_map_pages",
+)
 FUSE_EVENTS = ("fuse/fuse_request_send", "fuse/fuse_request_end")
 TASK_EVENTS = ("task/task_newtask",)
 MAX_FILTER_INODES = 64
@@ -73,7 +79,7 @@ def unavailable_reason() -> str | None:
     root = tracefs_root()
     if root is None:
         return "tracefs is not mounted (no /sys/kernel/tracing/instances)"
-    for ev in PAGE_EVENTS:
+    for ev in PAGE_EVENTS[:2]:
         if not (root / "events" / ev).is_dir():
             return f"the kernel has no tracepoint {ev.replace('/', ':')}"
     return None
@@ -294,7 +300,8 @@ class KernelRecorder:
         self._write("buffer_size_kb", str(kb))
         with contextlib.suppress(OSError):
             self._write("options/overwrite", "0")  # keep the start, count what is dropped
-        events = list(PAGE_EVENTS) + list(TASK_EVENTS)
+        events = [e for e in PAGE_EVENTS if (self.root / "events" / e).is_dir()]
+        events += list(TASK_EVENTS)
         if targets.fuse or targets.fuse_all:
             events += [e for e in FUSE_EVENTS if (self.root / "events" / e).is_dir()]
         formats: dict[str, Any] = {}
