@@ -56,6 +56,7 @@ class PhaseRecord:
     paged_in_bytes: int = 0
     io_wait_ns: int = 0
     fuse_requests: int = 0
+    fuse_reads: int = 0
     fuse_wait_ns: int = 0
     fetches: int = 0
     fetch_bytes: int = 0
@@ -229,7 +230,9 @@ class Joiner:
         pt = self.pageins["t_start_ns"] + self.pageins["duration_ns"]
         r.paged_in_bytes = int(self.pageins["length"][(pt >= lo) & (pt < hi)].sum())
         fs, fe = self.fuse["t_start_ns"], self.fuse["t_start_ns"] + self.fuse["duration_ns"]
-        r.fuse_requests = int(((fs >= lo) & (fs < hi)).sum())
+        inside = (fs >= lo) & (fs < hi)
+        r.fuse_requests = int(inside.sum())
+        r.fuse_reads = int((inside & (self.fuse["op"] == Op.FUSE_READ)).sum())
         r.fuse_wait_ns = union_ns(fs, fe, lo, hi)
         rs, re_ = self.reads["t_start_ns"], self.reads["t_start_ns"] + self.reads["duration_ns"]
         r.io_wait_ns = union_ns(np.concatenate([rs, fs]), np.concatenate([re_, fe]), lo, hi)

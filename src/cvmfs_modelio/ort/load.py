@@ -88,6 +88,7 @@ class RunRecord:
     """One repetition: its phases (ns, bytes), cache state, client counters, fetches."""
 
     rep: int
+    pid: int  # the measured child's
     state: dict[str, Any]
     phases: list[PhaseRecord]
     time_to_first_inference_ns: int | None
@@ -225,7 +226,13 @@ def resolve_model(model: Path, opts: LoadOptions, display: dict[str, str]) -> Mo
             "(safetensors-lazy always maps, -eager and streamer always read)"
         )
     graph: Path | None = None
-    if opts.graph:
+    if opts.tensors and opts.graph:
+        raise UsageError(
+            "--tensors with --graph: a graph needs all its weights (give one or the other)"
+        )
+    if opts.tensors:
+        pass  # only some tensors: nothing to run them with
+    elif opts.graph:
         graph = Path(opts.graph)
         if not graph.is_file():
             raise UsageError(f"--graph {opts.graph}: no such file")
@@ -622,6 +629,7 @@ def _join(
     ttfi = first.end_ns - start.start_ns if start and first else None
     return RunRecord(
         rep=rep,
+        pid=pid,
         state=st.to_dict(),
         phases=records,
         time_to_first_inference_ns=ttfi,

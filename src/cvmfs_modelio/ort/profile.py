@@ -5,6 +5,8 @@ Two sources, both ONNX Runtime's:
 - the **profile** (``SessionOptions.enable_profiling``): a JSON list of trace events whose
   ``ts``/``dur`` are microseconds since the profiler started; ``model_loading_uri`` and
   ``session_initialization`` (category ``Session``), ``model_run`` per run, node kernels.
+  For ``.ort`` models there is no loading event: ``model_loading`` (source "derived") is then
+  the part of the session's creation before ``session_initialization``.
   The profiler's start is ``InferenceSession.get_profiling_start_time_ns()``: nanoseconds of
   ``std::chrono::high_resolution_clock``, which is the system clock (CLOCK_REALTIME) in
   libstdc++.
@@ -135,6 +137,12 @@ def ort_phases(
                 if e["name"] == "session_initialization":
                     init = e
         load = next((p for p in phases if p.name == "model_loading_uri"), None)
+        if load is None and init is not None and session.start_ns < init["start_ns"]:
+            # .ort models: ONNX Runtime profiles no loading phase; it is what precedes
+            # session_initialization inside the session's creation.
+            phases.append(
+                OrtPhase("model_loading", 1, session.start_ns, int(init["start_ns"]), "derived")
+            )
         # One microsecond of slack each side: the profile's resolution.
         if load is not None and not (
             session.start_ns - 1000 <= load.start_ns <= session.end_ns + 1000

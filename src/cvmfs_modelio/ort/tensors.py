@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
-import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -185,7 +184,10 @@ def _onnx_spans(p: Path) -> list[TensorSpan]:
         elif len(t.raw_data) >= MIN_EMBEDDED_BYTES:
             embedded.append((t.name, dtype, shape, bytes(t.raw_data)))
     if embedded:
-        with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        # read(), not mmap: on a FUSE mount a page fault would hold the GIL while the client
+        # (perhaps served from this very process) fetches the chunk.
+        with open(p, "rb") as f:
+            m = f.read()
             pos = 0
             for name, dtype, shape, raw in embedded:
                 at = m.find(raw, pos)

@@ -8,9 +8,10 @@ Matching the objects against a file's chunk list (``user.chunk_list``) gives eve
 fetched during a run, with its interval, without any help from the client and without
 opening a file on the mount (which would download an unchunked one).
 
-Precision: the change time is fine-grained on this kernel (multigrain timestamps), the birth
-time is the kernel's coarse clock (one tick, up to 4 ms early at HZ=250); both are
-CLOCK_REALTIME and converted with :func:`cvmfs_modelio.core.clocks.realtime_minus_monotonic`.
+Precision: both times come from the kernel's coarse clock (``CLOCK_REALTIME_COARSE``, one
+tick: 4 ms at HZ=250), which lags the true instant by up to one tick; each is placed at the
+middle of its tick (``+ resolution / 2``), so the error is at most half a tick.  They are
+converted to CLOCK_MONOTONIC with :func:`cvmfs_modelio.core.clocks.realtime_minus_monotonic`.
 Events: source FETCH, op FETCH, ``offset``/``length`` the chunk in its file, ``aux`` the
 chunk index, ``result`` the cached (decompressed) bytes.
 """
@@ -79,6 +80,17 @@ def cached_object(cache: Path, hexhash: str) -> Path | None:
     return None
 
 
+def coarse_tick_ns() -> int:
+    """Resolution of the clock that stamps file times (``CLOCK_REALTIME_COARSE``), in ns."""
+    import time
+
+    clock = getattr(time, "CLOCK_REALTIME_COARSE", 5)  # 5: Linux's number, absent in Python
+    try:
+        return int(time.clock_getres(clock) * 1e9)
+    except OSError:
+        return 0
+
+
 def chunk_fetches(
     mount: Any,
     files: list[Path],
@@ -90,6 +102,7 @@ def chunk_fetches(
     download ended within ``[since, until]`` (CLOCK_MONOTONIC; ``offset_ns`` = realtime -
     monotonic), sorted by start."""
     cache = mount.cache_dir()
+    half = coarse_tick_ns() // 2
     out: list[ChunkFetch] = []
     for f in files:
         layout = mount.layout(f)
@@ -103,10 +116,10 @@ def chunk_fetches(
                 birth, change = statx_times(obj)
             except OSError:
                 continue
-            end = change - offset_ns
-            if not since_mono_ns <= end <= until_mono_ns:
+            end = change - offset_ns + half
+            if not since_mono_ns <= end - 2 * half <= until_mono_ns:
                 continue
-            start = end if birth is None else min(end, birth - offset_ns)
+            start = end if birth is None else min(end, birth - offset_ns + half)
             off = int(layout.offsets[i])
             size = int(layout.sizes[i])
             out.append(ChunkFetch(os.path.realpath(f), i, off, size, start, end, birth is not None))
