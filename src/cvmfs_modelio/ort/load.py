@@ -257,6 +257,7 @@ def _clean_message(msg: str, display: dict[str, str]) -> str:
     m = re.match(r"^(\w+) : Load model from .*? failed:\s*(.*)$", msg)
     if m:
         msg = f"{m[1]}: {m[2]}"
+    msg = re.sub(r"^([A-Z_]+) : ", r"\1: ", msg)
     return " ".join(msg.split())
 
 

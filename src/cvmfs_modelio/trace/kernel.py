@@ -68,10 +68,17 @@ def _get(rec: bytes, spec: tuple[int, int, bool]) -> int:
 def decode_pages(data: bytes, subbuf: int, name: str) -> tuple[list[tuple[int, bytes]], int]:
     """All ``(timestamp_ns, payload)`` records of the raw pages in ``data``, and the number
     of pages the kernel flagged with missed events.  EventFileError on a damaged page."""
-    out: list[tuple[int, bytes]] = []
-    missed = 0
     if len(data) % subbuf:
         raise EventFileError(f"{name}: {len(data)} bytes is not whole {subbuf}-byte pages")
+    try:
+        return _decode_pages(data, subbuf, name)
+    except struct.error:
+        raise EventFileError(f"{name}: damaged record (runs past its page)") from None
+
+
+def _decode_pages(data: bytes, subbuf: int, name: str) -> tuple[list[tuple[int, bytes]], int]:
+    out: list[tuple[int, bytes]] = []
+    missed = 0
     for base in range(0, len(data), subbuf):
         ts, commit = _PAGE_HDR.unpack_from(data, base)
         used = commit & _COMMIT_MASK

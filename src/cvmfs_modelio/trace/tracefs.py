@@ -248,11 +248,19 @@ class KernelRecorder:
     """
 
     def __init__(
-        self, trace_dir: Path, match: Sequence[str], buffer_kb: int | None = None
+        self,
+        trace_dir: Path,
+        match: Sequence[str],
+        buffer_kb: int | None = None,
+        drain: bool = True,
     ) -> None:
+        """``buffer_kb``: per-CPU ring buffer (default: sized for the matched files);
+        ``drain``: copy pages out while the program runs (False: only at stop, so the
+        recorder takes no CPU from the program, and a buffer too small loses events)."""
         self.trace_dir = Path(trace_dir)
         self.match = list(match)
         self.buffer_kb = buffer_kb
+        self.drain = drain
         root = tracefs_root()
         if root is None:
             raise KernelUnavailable("tracefs is not mounted")
@@ -356,9 +364,12 @@ class KernelRecorder:
         )
         self.started_ns = time.monotonic_ns()
         self._write("tracing_on", "1")
-        self._wake_r, self._wake_w = os.pipe()
-        self._drain = threading.Thread(target=self._drain_loop, name="cmio-kernel", daemon=True)
-        self._drain.start()
+        if self.drain:
+            self._wake_r, self._wake_w = os.pipe()
+            self._drain = threading.Thread(
+                target=self._drain_loop, name="cmio-kernel", daemon=True
+            )
+            self._drain.start()
 
     # -- draining
     def _read_all(self) -> None:

@@ -21,6 +21,6 @@ def load_weights(spec: dict[str, Any]) -> Weights:
     if asked:
         missing = [n for n in asked if n not in tensors]
         if missing:
-            raise KeyError(f"no tensor named {missing[0]!r} in the file")
+            raise ValueError(f"no tensor named {missing[0]!r} in the file")
         tensors = {n: tensors[n] for n in asked}
     return Weights(dict(tensors), {"how": "one read() of the whole file, then parsed"})

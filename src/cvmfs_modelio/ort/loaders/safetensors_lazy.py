@@ -20,7 +20,7 @@ def load_weights(spec: dict[str, Any]) -> Weights:
         asked = spec.get("tensors") or names
         missing = [n for n in asked if n not in names]
         if missing:
-            raise KeyError(f"no tensor named {missing[0]!r} in the file")
+            raise ValueError(f"no tensor named {missing[0]!r} in the file")
         for name in asked:
             tensors[name] = f.get_tensor(name)
     return Weights(tensors, {"how": "safe_open (mmap) + get_tensor per tensor", "asked": asked})

@@ -87,7 +87,7 @@ def load_weights(spec: dict[str, Any]) -> Weights:
     if asked:
         missing = [a for a in asked if a not in tensors]
         if missing:
-            raise KeyError(f"no tensor named {missing[0]!r} in the file")
+            raise ValueError(f"no tensor named {missing[0]!r} in the file")
     return Weights(
         tensors,
         {"how": f"{len(parts)} threads x own handle, preadv blocks of {block} bytes",
