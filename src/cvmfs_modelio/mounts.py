@@ -17,6 +17,7 @@ methods whichever client serves it:
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import shutil
 import subprocess
@@ -149,7 +150,7 @@ class CvmfsMount:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except (OSError, ValueError) as e:
                 raise UsageError(f"{self.root}: cannot find the client's cache: {e}") from None
-            for a, b in zip(argv, argv[1:], strict=False):
+            for a, b in itertools.pairwise(argv):
                 if a == b"--cache":
                     return Path(b.decode())
             raise UsageError(f"{self.root}: the client was started without --cache")

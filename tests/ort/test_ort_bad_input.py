@@ -109,7 +109,7 @@ def test_messages_name_the_users_file_not_the_mount(models: Models, tmp_path: Pa
     # The same bad model reached through another path (as a mount presents it): the
     # message names what the caller says the file is.
     cases = bad_models(tmp_path / "bad")
-    model, reason = cases["missing external data"]
+    model, _reason = cases["missing external data"]
     with pytest.raises(UsageError) as ei:
         run_load(model, state="warm", display_name="/users/model/noext.onnx")
     msg = str(ei.value)

@@ -98,9 +98,7 @@ def test_cold_embedded_load_fetches_every_chunk_inside_model_loading(
     assert ((reads["t_start_ns"] >= load.start_ns) & (reads["t_start_ns"] < load.end_ns)).all()
 
 
-def test_cache_file_times_match_the_clients_own_fetch_log(
-    mounted: Mounted, tmp_path: Path
-) -> None:
+def test_cache_file_times_match_the_clients_own_fetch_log(mounted: Mounted, tmp_path: Path) -> None:
     model = mounted.mnt / "ext" / "ext.onnx"
     res = run_load(model, state="cold", trace_dir=tmp_path / "t")
     run = res.runs[0]
@@ -157,9 +155,7 @@ def _check_timeline(doc: dict[str, object], tracks: set[str]) -> None:
     events = doc["traceEvents"]
     assert isinstance(events, list)
     json.loads(json.dumps(doc))
-    names = {
-        e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"
-    }
+    names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
     for t in tracks:
         assert any(n.startswith(t) for n in names), (t, names)
     body = [e for e in events if e["ph"] != "M"]

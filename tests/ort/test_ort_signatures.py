@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 
 from cvmfs_modelio.core.events import EventLog, Events, Op, Source
 from cvmfs_modelio.ort.load import LoadResult, run_load
@@ -180,8 +179,9 @@ def test_safetensors_lazy_touches_only_the_tensors_asked_for(tmp_path: Path) -> 
     spans = sorted(inspect_model(st).tensors, key=lambda s: s.offset_bytes)
     assert len(spans) == 12 and all(s.length_bytes == 4 << 20 for s in spans)
     asked = [spans[4], spans[8]]
-    res, log = load(st, tmp_path, state="cold", loader="safetensors-lazy",
-                    tensors=[s.name for s in asked])
+    res, log = load(
+        st, tmp_path, state="cold", loader="safetensors-lazy", tensors=[s.name for s in asked]
+    )
     run = res.runs[0]
     ev = file_events(log, st)
     touched = np.zeros((st.stat().st_size + PAGE - 1) // PAGE, dtype=bool)

@@ -80,7 +80,9 @@ def test_log_time_is_local_time_with_nanoseconds() -> None:
     assert parse_log(f"noise\n{line}\n") == [(t, "I", "Initializing session.")]
 
 
-def runner_doc(tmp: Path, offset: int, session: tuple[int, int], init_ts_us: int) -> dict[str, object]:
+def runner_doc(
+    tmp: Path, offset: int, session: tuple[int, int], init_ts_us: int
+) -> dict[str, object]:
     """A runner result whose profile starts 10 µs into the session (CLOCK_REALTIME)."""
     start_rt = session[0] + 10_000 + offset
     prof = tmp / "p.json"
@@ -88,8 +90,13 @@ def runner_doc(tmp: Path, offset: int, session: tuple[int, int], init_ts_us: int
         json.dumps(
             [
                 {"cat": "Session", "ph": "X", "name": "model_loading_uri", "ts": 2, "dur": 100},
-                {"cat": "Session", "ph": "X", "name": "session_initialization",
-                 "ts": init_ts_us, "dur": 5000},
+                {
+                    "cat": "Session",
+                    "ph": "X",
+                    "name": "session_initialization",
+                    "ts": init_ts_us,
+                    "dur": 5000,
+                },
             ]
         )
     )
@@ -103,7 +110,8 @@ def runner_doc(tmp: Path, offset: int, session: tuple[int, int], init_ts_us: int
 
 def log_line(rt_ns: int, msg: str) -> str:
     lt = time.localtime(rt_ns // 1_000_000_000)
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', lt)}.{rt_ns % 1_000_000_000:09d} [I:onnxruntime:, x.cc:1 f] {msg}"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", lt)
+    return f"{stamp}.{rt_ns % 1_000_000_000:09d} [I:onnxruntime:, x.cc:1 f] {msg}"
 
 
 def test_profile_and_log_are_aligned_to_the_monotonic_clock(tmp_path: Path) -> None:
@@ -140,8 +148,12 @@ def test_a_log_in_another_time_zone_is_dropped_with_a_note(tmp_path: Path) -> No
     log = "\n".join(
         log_line(shifted + k * 1000, m)
         for k, m in enumerate(
-            ["Initializing session.", "Saving initialized tensors.",
-             "Done saving initialized tensors", "Session successfully initialized."]
+            [
+                "Initializing session.",
+                "Saving initialized tensors.",
+                "Done saving initialized tensors",
+                "Session successfully initialized.",
+            ]
         )
     )
     notes: list[str] = []
@@ -164,18 +176,36 @@ def test_a_profile_that_does_not_line_up_is_dropped(tmp_path: Path) -> None:
 def test_cli_writes_json_and_a_timeline(models: Models, tmp_path: Path) -> None:
     out, chrome = tmp_path / "load.json", tmp_path / "tl.json"
     r = subprocess.run(
-        [*CLI, "ort-load", str(models.external), "--state", "warm", "--repeat", "2",
-         "--json", str(out), "--chrome", str(chrome)],
-        capture_output=True, text=True,
+        [
+            *CLI,
+            "ort-load",
+            str(models.external),
+            "--state",
+            "warm",
+            "--repeat",
+            "2",
+            "--json",
+            str(out),
+            "--chrome",
+            str(chrome),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split()[:3] == ["phase", "wall", "read()"]
-    for name in ("session", "model_loading_uri", "session_initialization", "first_run",
-                 "second_run"):
+    for name in (
+        "session",
+        "model_loading_uri",
+        "session_initialization",
+        "first_run",
+        "second_run",
+    ):
         assert any(ln.strip().startswith(name + " ") for ln in lines), name
-    assert any(ln.startswith(f"{models.external}: ort, warm, local, medians of 2 run(s)")
-               for ln in lines)
+    assert any(
+        ln.startswith(f"{models.external}: ort, warm, local, medians of 2 run(s)") for ln in lines
+    )
     doc = json.loads(out.read_text())
     assert doc["schema"]["name"] == "cvmfs-modelio.ort-load"
     assert len(doc["runs"]) == 2 and doc["model"] == str(models.external)

@@ -65,8 +65,7 @@ def test_a_full_ring_buffer_is_reported_as_lost_events(tmp_path: Path) -> None:
 def test_trace_info_reports_lost_kernel_events(tmp_path: Path) -> None:
     f = cold_file(tmp_path / "f.bin", 8 << 20)
     trace = tmp_path / "t"
-    rc = run_traced(["cat", str(f)], trace, match=[str(f)], kernel="on",
-                    background_cleanup=False)
+    rc = run_traced(["cat", str(f)], trace, match=[str(f)], kernel="on", background_cleanup=False)
     assert rc == 0
     st = tracefs.read_status(trace)
     assert st is not None and st["status"] == "recorded" and st["lost_events"] == 0
@@ -95,7 +94,8 @@ def test_unavailable_tracefs_says_why_and_the_program_still_runs(tmp_path: Path)
     trace = tmp_path / "t"
     r = subprocess.run(
         [*CLI, "trace", "--kernel", "off", "-o", str(trace), "--", "true"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0
     assert tracefs.read_status(trace) == {"status": "off", "reason": "disabled (--kernel off)"}

@@ -177,7 +177,11 @@ class Joiner:
             size = max(int(log.files[fid].size), 1)
             npages = (size + PAGE - 1) // PAGE
             first = np.full(npages, NEVER, dtype=np.int64)
-            _fill_min(first, kfaults[kfaults["file_id"] == fid], kfaults["t_start_ns"][kfaults["file_id"] == fid])
+            _fill_min(
+                first,
+                kfaults[kfaults["file_id"] == fid],
+                kfaults["t_start_ns"][kfaults["file_id"] == fid],
+            )
             pin = np.full(npages, NEVER, dtype=np.int64)
             pe = self.pageins[self.pageins["file_id"] == fid]
             _fill_min(pin, pe, pe["t_start_ns"])

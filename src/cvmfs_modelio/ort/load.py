@@ -131,7 +131,9 @@ class LoadResult:
                 if (p.name, p.depth) not in names:
                     names.append((p.name, p.depth))
         out = []
-        keys = [k for k, v in PhaseRecord("", 0, "", 0, 0, 0).to_dict().items() if isinstance(v, int)]
+        keys = [
+            k for k, v in PhaseRecord("", 0, "", 0, 0, 0).to_dict().items() if isinstance(v, int)
+        ]
         keys = [k for k in keys if k not in ("depth", "start_ns", "end_ns")]
         for name, depth in names:
             recs = [p for r in self.runs for p in r.phases if p.name == name and p.depth == depth]
@@ -406,9 +408,9 @@ def run_load(
     tensor_map = None
     notes: list[str] = []
     if opts.trace:
-        from cvmfs_modelio.ort.tensors import ModelMap, inspect_model
+        from cvmfs_modelio.ort.tensors import ModelMap, TensorSpan, inspect_model
 
-        spans = []
+        spans: list[TensorSpan] = []
         for f in mf.tensor_files:
             try:
                 spans.extend(inspect_model(f).tensors)
@@ -426,7 +428,9 @@ def run_load(
             runs.append(rec)
     return LoadResult(
         model=name,
-        files=[{"path": display.get(str(f), str(f)), "size_bytes": f.stat().st_size} for f in mf.files],
+        files=[
+            {"path": display.get(str(f), str(f)), "size_bytes": f.stat().st_size} for f in mf.files
+        ],
         location="local" if mount is None else mount.kind,
         mount=None if mount is None else str(mount.root),
         options=asdict(opts),
@@ -585,8 +589,15 @@ def _join(
             used = {int(x) for x in np.unique(fev["file_id"])}
             write_event_file(
                 tdir / "fetch.cmtr",
-                EventLog(fev, {k: v for k, v in table.items() if k in used}, {"source": "fetch",
-                         "clock": "CLOCK_MONOTONIC", "from": "client cache file times"}),
+                EventLog(
+                    fev,
+                    {k: v for k, v in table.items() if k in used},
+                    {
+                        "source": "fetch",
+                        "clock": "CLOCK_MONOTONIC",
+                        "from": "client cache file times",
+                    },
+                ),
             )
             log = read_trace(tdir)
         kernel_line = status_line(log.meta.get("kernel"))
@@ -605,16 +616,19 @@ def _join(
                 f"{fmt_ns(j.max_window_ns)}), or their page-cache insertion inside it"
             )
     else:
-        records = [PhaseRecord(p.name, p.depth, p.source, p.start_ns, p.end_ns, p.end_ns - p.start_ns) for p in phases]
+        records = [
+            PhaseRecord(p.name, p.depth, p.source, p.start_ns, p.end_ns, p.end_ns - p.start_ns)
+            for p in phases
+        ]
     fetch = None
     if fetches:
         import numpy as np
 
-        s = np.array([c.start_ns for c in fetches], dtype=np.int64)
-        e = np.array([c.end_ns for c in fetches], dtype=np.int64)
-        lo, hi = int(s.min()), int(e.max())
-        busy = union_ns(s, e, lo, hi)
-        total = int((e - s).sum())
+        fs = np.array([c.start_ns for c in fetches], dtype=np.int64)
+        fe = np.array([c.end_ns for c in fetches], dtype=np.int64)
+        lo, hi = int(fs.min()), int(fe.max())
+        busy = union_ns(fs, fe, lo, hi)
+        total = int((fe - fs).sum())
         fetch = {
             "chunks": len(fetches),
             "bytes": int(sum(c.size for c in fetches)),

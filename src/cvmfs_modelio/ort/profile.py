@@ -30,6 +30,7 @@ time zone); a log that does not agree is dropped with a note, never silently mis
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -73,8 +74,8 @@ def parse_profile(path: str | Path, start_realtime_ns: int, offset_ns: int) -> l
     """Events of ONNX Runtime's profile with ``start_ns``/``end_ns`` on CLOCK_MONOTONIC."""
     try:
         doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: cannot read ONNX Runtime's profile: {e}") from None
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: cannot read ONNX Runtime's profile: {err}") from None
     if not isinstance(doc, list):
         raise UsageError(f"{path}: ONNX Runtime's profile is not a list of events")
     base = realtime_to_monotonic(start_realtime_ns, offset_ns)
@@ -132,7 +133,10 @@ def ort_phases(
     if prof and session is not None:
         events = parse_profile(prof, int(runner["profiling_start_realtime_ns"]), offset)
         for e in events:
-            if e["cat"] == "Session" and e["name"] in ("model_loading_uri", "session_initialization"):
+            if e["cat"] == "Session" and e["name"] in (
+                "model_loading_uri",
+                "session_initialization",
+            ):
                 phases.append(OrtPhase(e["name"], 1, e["start_ns"], e["end_ns"], "profile"))
                 if e["name"] == "session_initialization":
                     init = e
@@ -189,7 +193,9 @@ def _log_subphases(
                 stamps[marker] = realtime_to_monotonic(rt, offset)
     if len(stamps) != len(SUBPHASE_MARKERS):
         missing = [m for m, _ in SUBPHASE_MARKERS if m not in stamps]
-        notes.append(f"ONNX Runtime's log lacks {missing[0]!r}: no sub-phases of session_initialization")
+        notes.append(
+            f"ONNX Runtime's log lacks {missing[0]!r}: no sub-phases of session_initialization"
+        )
         return []
     first = stamps[SUBPHASE_MARKERS[0][0]]
     if abs(first - int(init["start_ns"])) > LOG_TOLERANCE_NS:
@@ -200,7 +206,7 @@ def _log_subphases(
         )
         return []
     out = []
-    for (marker, name), (nxt, _) in zip(SUBPHASE_MARKERS, SUBPHASE_MARKERS[1:], strict=False):
+    for (marker, name), (nxt, _) in itertools.pairwise(SUBPHASE_MARKERS):
         if name is None:
             continue
         start, end = stamps[marker], stamps[nxt]

@@ -3,8 +3,8 @@
 ``python -m cvmfs_modelio.ort.runner SPEC_JSON`` (written by :mod:`cvmfs_modelio.ort.load`)
 imports numpy, ONNX Runtime and the loader's modules *before* anything is timed, then:
 
-1. measures the offset between CLOCK_REALTIME and CLOCK_MONOTONIC (``core.clocks``) (ONNX Runtime's profiler
-   and its log stamp the system clock; everything else in a trace is CLOCK_MONOTONIC);
+1. measures the offset between CLOCK_REALTIME and CLOCK_MONOTONIC (``core.clocks``): ONNX
+   Runtime's profiler and log stamp the system clock, everything else is CLOCK_MONOTONIC;
 2. ``weights_load`` (loaders other than ONNX Runtime's own, and ``--no-mmap``): the loader
    puts the tensors in memory;
 3. ``session``: ``InferenceSession`` (with the loaded tensors as external initializers),
@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from cvmfs_modelio.core.clocks import realtime_minus_monotonic
+
 
 class Marks:
     """Phase marks on CLOCK_MONOTONIC."""

@@ -83,7 +83,9 @@ class StateInfo:
         return dict(self.__dict__)
 
 
-def prepare(state: str, files: Sequence[Path], mount: Any | None, display: dict[str, str]) -> StateInfo:
+def prepare(
+    state: str, files: Sequence[Path], mount: Any | None, display: dict[str, str]
+) -> StateInfo:
     """Put ``files`` into ``state``; ``mount`` is the CvmfsMount holding them, or None."""
     if state not in STATES:
         raise UsageError(f"--state {state}: must be one of {', '.join(STATES)}")

@@ -198,4 +198,3 @@ def _onnx_spans(p: Path) -> list[TensorSpan]:
                 out.append(TensorSpan(name, dtype, shape, real, at, len(raw)))
                 pos = at + len(raw)
     return out
-

@@ -303,8 +303,12 @@ def timeline(log: EventLog) -> dict[str, Any]:
                     end,
                     end,
                     "touched",
-                    {"file": path, "offset": int(e["offset"]), "bytes": int(e["length"]),
-                     "within_ns": int(e["duration_ns"])},
+                    {
+                        "file": path,
+                        "offset": int(e["offset"]),
+                        "bytes": int(e["length"]),
+                        "within_ns": int(e["duration_ns"]),
+                    },
                 )
             )
         items.sort(key=lambda x: x[0])
@@ -334,8 +338,13 @@ def timeline(log: EventLog) -> dict[str, Any]:
             last_end = e_
             total += ln
             out.append(
-                {"ph": "C", "name": f"paged in {base}", "pid": pid, "ts": us(e_),
-                 "args": {"bytes": total}}
+                {
+                    "ph": "C",
+                    "name": f"paged in {base}",
+                    "pid": pid,
+                    "ts": us(e_),
+                    "args": {"bytes": total},
+                }
             )
     # FUSE requests and chunk fetches, one lane per concurrent one
     fuse = ev[(ev["source"] == Source.PERF) & (ev["offset"] == -1) & (ev["pid"] == pid)]
@@ -355,16 +364,28 @@ def timeline(log: EventLog) -> dict[str, Any]:
                 args = {"mount": path, "opcode": int(e["aux"]), "reply_bytes": int(e["result"])}
             else:
                 nm = f"chunk {int(e['aux'])}"
-                args = {"file": path, "chunk": int(e["aux"]), "offset": int(e["offset"]),
-                        "bytes": int(e["length"])}
+                args = {
+                    "file": path,
+                    "chunk": int(e["aux"]),
+                    "offset": int(e["offset"]),
+                    "bytes": int(e["length"]),
+                }
             slice_(base_tid + lane, nm, s, end, args, cat)
     out.sort(key=lambda x: (x["ts"], -x.get("dur", 0)))
     meta: list[dict[str, Any]] = [
         {"ph": "M", "name": "process_name", "pid": pid, "args": {"name": f"model load (pid {pid})"}}
     ]
     for tid, name in sorted(names.items()):
-        meta.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}})
         meta.append(
-            {"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}}
+            {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}}
+        )
+        meta.append(
+            {
+                "ph": "M",
+                "name": "thread_sort_index",
+                "pid": pid,
+                "tid": tid,
+                "args": {"sort_index": tid},
+            }
         )
     return {"traceEvents": meta + out, "displayTimeUnit": "ns", "otherData": {"t0_ns": t0}}

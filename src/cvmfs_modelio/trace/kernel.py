@@ -6,12 +6,14 @@ The ring-buffer pages in ``TRACE/kernel/cpuN.raw`` have the layout the kernel de
 missed events), then records with a 32-bit header (5-bit type/length, 27-bit time delta).
 Each tracepoint becomes an event of source PERF ("kernel tracepoints") on CLOCK_MONOTONIC:
 
-| tracepoint | op | offset / length | result | other |
-|---|---|---|---|---|
-| mm_filemap_add_to_page_cache | PAGE_IN | page index << 12 / 4 KiB << order | length | |
-| mm_filemap_fault | PAGE_FAULT | page index << 12 / 4 KiB | 4096 | ``aux`` 0 |
-| mm_filemap_map_pages | PAGE_FAULT | first page << 12 / pages mapped by fault-around | length | ``aux`` 1 |
-| fuse_request_send + _end | FUSE_READ, FUSE_OPEN, LOOKUP... | -1 / request bytes | reply bytes - 16 | ``aux`` opcode, ``err`` -error, duration send..end |
+- ``mm_filemap_add_to_page_cache``: op PAGE_IN, ``offset`` page index << 12, ``length``
+  4 KiB << order (a folio), ``result`` = length;
+- ``mm_filemap_fault``: op PAGE_FAULT, one 4 KiB page, ``aux`` 0;
+- ``mm_filemap_map_pages``: op PAGE_FAULT, the pages fault-around mapped, ``aux`` 1;
+- ``fuse_request_send`` + ``fuse_request_end`` (paired by connection and request id): ops
+  FUSE_READ, FUSE_OPEN, FUSE_RELEASE, LOOKUP, GETXATTR (NONE for others), ``offset`` -1,
+  ``length`` request bytes, ``result`` reply bytes - 16 (the header) or -error, ``aux`` the
+  opcode, ``err`` -error, ``duration`` send..end.
 
 Page events are kept only for files of the trace's file table (matched by device and inode);
 FUSE requests name the mount's root (a file-table entry added for it).  ``pid`` is the

@@ -164,9 +164,7 @@ def targets_for(match: Sequence[str], limit: int = MAX_FILTER_INODES) -> Targets
     return t
 
 
-def _inodes_under(
-    prefix: str, st: os.stat_result, acc: set[int], limit: int
-) -> set[int] | None:
+def _inodes_under(prefix: str, st: os.stat_result, acc: set[int], limit: int) -> set[int] | None:
     """``acc`` plus the inodes of the regular files under ``prefix``; None past ``limit``."""
     import stat as statmod
 
@@ -227,9 +225,7 @@ def _event_format(path: Path) -> dict[str, Any]:
         if line.startswith("ID:"):
             out["id"] = int(line.split(":", 1)[1])
         elif line.startswith("field:"):
-            parts = dict(
-                p.strip().split(":", 1) for p in line.split(";") if ":" in p and p.strip()
-            )
+            parts = dict(p.strip().split(":", 1) for p in line.split(";") if ":" in p and p.strip())
             decl = parts["field"].strip()
             name = decl.split()[-1].split("[")[0]
             out["fields"][name] = [int(parts["offset"]), int(parts["size"]), int(parts["signed"])]
@@ -366,9 +362,7 @@ class KernelRecorder:
         self._write("tracing_on", "1")
         if self.drain:
             self._wake_r, self._wake_w = os.pipe()
-            self._drain = threading.Thread(
-                target=self._drain_loop, name="cmio-kernel", daemon=True
-            )
+            self._drain = threading.Thread(target=self._drain_loop, name="cmio-kernel", daemon=True)
             self._drain.start()
 
     # -- draining

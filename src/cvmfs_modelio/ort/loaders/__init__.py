@@ -6,12 +6,13 @@ session then takes as external initializers) and what it did.  ``ort`` is the de
 Runtime reads the model itself (the loader returns no tensors), unless ``--no-mmap`` asks
 for external data to be read with ``read()`` instead of mapped.
 
-| name | module | how |
-|---|---|---|
-| ``ort`` | ``ort_session`` | ONNX Runtime opens the model (embedded: read(), external: mmap) |
-| ``safetensors-lazy`` | ``safetensors_lazy`` | ``safetensors.safe_open`` (mmap), only the tensors asked for |
-| ``safetensors-eager`` | ``safetensors_eager`` | one ``read()`` of the whole file, then parsed (vLLM's eager strategy) |
-| ``streamer`` | ``streamer`` | N threads, N file handles, contiguous ranges read in parallel (Run:ai Model Streamer) |
+- ``ort`` (``ort_session``): ONNX Runtime opens the model (embedded: read(), external: mmap);
+- ``safetensors-lazy`` (``safetensors_lazy``): ``safetensors.safe_open`` (mmap), only the
+  tensors asked for;
+- ``safetensors-eager`` (``safetensors_eager``): one ``read()`` of the whole file, then parsed
+  (vLLM's eager strategy);
+- ``streamer`` (``streamer``): N threads, N file handles, contiguous ranges read in parallel
+  (Run:ai Model Streamer).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def load_weights(spec: dict[str, Any]) -> Weights:
         size = os.fstat(f.fileno()).st_size
     base = 8 + n
     buf = np.empty(size - base, dtype=np.uint8)
-    view = memoryview(buf)
+    view = memoryview(buf.data)
     errors: list[BaseException] = []
 
     def worker(lo: int, hi: int) -> None:
@@ -90,6 +90,9 @@ def load_weights(spec: dict[str, Any]) -> Weights:
             raise ValueError(f"no tensor named {missing[0]!r} in the file")
     return Weights(
         tensors,
-        {"how": f"{len(parts)} threads x own handle, preadv blocks of {block} bytes",
-         "threads": len(parts), "block_bytes": block},
+        {
+            "how": f"{len(parts)} threads x own handle, preadv blocks of {block} bytes",
+            "threads": len(parts),
+            "block_bytes": block,
+        },
     )
