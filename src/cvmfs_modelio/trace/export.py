@@ -14,7 +14,7 @@ import numpy as np
 from cvmfs_modelio.core.events import EVENT_DTYPE, EventLog, Events, Op, Source
 from cvmfs_modelio.trace.tracer import READ_OPS
 
-FORMATS = ("chrome", "csv", "fio")
+FORMATS = ("chrome", "timeline", "csv", "fio")
 
 
 def _t0(log: EventLog) -> int:
@@ -152,6 +152,8 @@ def export_text(log: EventLog, fmt: str) -> str:
     """The export of ``log`` in format ``fmt`` (one of FORMATS) as text."""
     if fmt == "chrome":
         return json.dumps(chrome_trace(log))
+    if fmt == "timeline":
+        return json.dumps(timeline(log))
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
