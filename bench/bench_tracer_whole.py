@@ -7,6 +7,9 @@ one interleaved loop (the order rotates every repetition) in five ways:
 - ``untraced``;
 - ``LD_PRELOAD``: the tracer library preloaded and tracing (``traced_env``), no launcher;
 - ``trace --kernel off``: ``cvmfs-modelio trace --kernel off --match DIR -- ...``;
+- ``trace-off -S``: the same launcher started with ``python -S`` (no site hooks: on this
+  machine a sandbox ``.pth`` costs every Python start ~24 ms), to separate the project's own
+  cost from the interpreter's;
 - ``trace``: the same with kernel tracepoints (tracefs; the default when root);
 - ``strace -f``: ``strace -f -qq -o FILE ...``.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -47,7 +51,9 @@ WORKLOAD = (
     "t0 = time.monotonic_ns(); o.InferenceSession(sys.argv[1]); t1 = time.monotonic_ns()\n"
     "print(t1 - t0)\n"
 )
-MODES = ("untraced", "preload", "trace-off", "trace", "strace")
+MODES = ("untraced", "preload", "trace-off", "trace-off-S", "trace", "strace")
+# The site-packages of this interpreter's environment (for the ``-S`` launcher).
+SITE_PACKAGES = str(Path(__import__("cvmfs_modelio").__file__).resolve().parents[1])
 
 
 def uptime() -> str:
@@ -78,22 +84,37 @@ def command(mode: str, model: Path, work: Path) -> tuple[list[str], dict[str, st
             "--",
             *base,
         ], None
+    if mode == "trace-off-S":
+        # The same launcher without the interpreter's site hooks (``python -S``; the package
+        # found through PYTHONPATH): what the project's own code costs.
+        env = dict(os.environ)
+        env["PYTHONPATH"] = SITE_PACKAGES
+        cmd = [sys.executable, "-S", "-m", "cvmfs_modelio.cli", "trace", "--kernel", "off"]
+        return [*cmd, "-o", str(tdir), "--match", match, "--", *base], env
     if mode == "strace":
         return ["strace", "-f", "-qq", "-o", str(work / "strace.out"), *base], None
     raise ValueError(mode)
 
 
-def run_once(mode: str, model: Path, root: Path) -> tuple[int, int]:
-    """(whole-process wall ns, in-process session ns)."""
+def _children_cpu_ns() -> int:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return int((ru.ru_utime + ru.ru_stime) * 1e9)
+
+
+def run_once(mode: str, model: Path, root: Path) -> tuple[int, int, int]:
+    """(whole-process wall ns, its CPU ns (user + system, all its processes), in-process
+    session ns).  CPU time is the steadier measure on a shared machine."""
     work = Path(tempfile.mkdtemp(dir=root))
     try:
         cmd, env = command(mode, model, work)
+        c0 = _children_cpu_ns()
         t0 = time.monotonic_ns()
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         t1 = time.monotonic_ns()
+        c1 = _children_cpu_ns()
         if r.returncode != 0:
             raise SystemExit(f"{mode} {model}: exit {r.returncode}: {r.stderr[-400:]}")
-        return t1 - t0, int(r.stdout.split()[-1])
+        return t1 - t0, c1 - c0, int(r.stdout.split()[-1])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -142,15 +163,19 @@ def main() -> int:
         runs_root.mkdir()
         for name, model in models:
             wall: dict[str, list[int]] = {m: [] for m in MODES}
+            cpu: dict[str, list[int]] = {m: [] for m in MODES}
             sess: dict[str, list[int]] = {m: [] for m in MODES}
             run_once("untraced", model, runs_root)  # warm the page cache and imports
             for i in range(reps):
                 order = MODES[i % len(MODES) :] + MODES[: i % len(MODES)]
                 for m in order:
-                    w, s = run_once(m, model, runs_root)
+                    w, c, s = run_once(m, model, runs_root)
                     wall[m].append(w)
+                    cpu[m].append(c)
                     sess[m].append(s)
             med = {m: round(statistics.median(v)) for m, v in wall.items()}
+            low = {m: min(v) for m, v in wall.items()}
+            cmed = {m: round(statistics.median(v)) for m, v in cpu.items()}
             smed = {m: round(statistics.median(v)) for m, v in sess.items()}
             size = sum(f.stat().st_size for f in model.parent.iterdir() if f.is_file())
             rows.append(
@@ -159,6 +184,11 @@ def main() -> int:
                     "size_bytes": size,
                     "wall_median_ns": med,
                     "wall_ratio": {m: med[m] / med["untraced"] for m in MODES},
+                    "wall_min_ns": low,
+                    "wall_min_ratio": {m: low[m] / low["untraced"] for m in MODES},
+                    "cpu_median_ns": cmed,
+                    "cpu_ratio": {m: cmed[m] / cmed["untraced"] for m in MODES},
+                    "cpu_runs_ns": cpu,
                     "session_median_ns": smed,
                     "session_overhead_pct": 100.0 * (smed["preload"] / smed["untraced"] - 1),
                     "session_overhead_trace_pct": 100.0 * (smed["trace"] / smed["untraced"] - 1),
@@ -171,6 +201,7 @@ def main() -> int:
         startup = {
             "true_ns": time_cmd(["true"], reps),
             "python_c_pass_ns": time_cmd([sys.executable, "-c", "pass"], reps),
+            "python_S_c_pass_ns": time_cmd([sys.executable, "-S", "-c", "pass"], reps),
             "help_ns": time_cmd([*launcher, "--help"], reps),
             "trace_kernel_off_true_ns": time_cmd(
                 [*launcher, "trace", "--kernel", "off", "-o", str(tmp / "t1"), "--", "true"], 1
@@ -183,6 +214,7 @@ def main() -> int:
         "untraced",
         "LD_PRELOAD",
         "trace off",
+        "off, -S",
         "trace",
         "strace -f",
         "session",
@@ -199,6 +231,7 @@ def main() -> int:
                 fmt_ns(m["untraced"]),
                 f"{q['preload']:.2f}x",
                 f"{q['trace-off']:.2f}x",
+                f"{q['trace-off-S']:.2f}x",
                 f"{q['trace']:.2f}x",
                 f"{q['strace']:.2f}x",
                 fmt_ns(r["session_median_ns"]["untraced"]),
@@ -211,10 +244,27 @@ def main() -> int:
         f"medians of {reps}; whole process from outside; 'session' = in-process "
         "InferenceSession time (untraced) and its change under the tracer"
     )
+    modes = ("preload", "trace-off", "trace-off-S", "trace", "strace")
+    head2 = ["model", *(f"{m} min" for m in modes), *(f"{m} CPU" for m in modes)]
+    body2 = [
+        [
+            r["model"],
+            *(f"{r['wall_min_ratio'][m]:.2f}x" for m in modes),
+            *(f"{r['cpu_ratio'][m]:.2f}x" for m in modes),
+        ]
+        for r in rows
+    ]
     print(
-        "start-up: true {true}, python -c pass {py}, cvmfs-modelio --help {help}".format(
+        "\nratios of the minimum wall times, and of the median CPU time (user + system of "
+        "every process of the run), which a shared machine disturbs less"
+    )
+    print(format_table(head2, body2))
+    print(
+        "start-up: true {true}, python -c pass {py} (python -S: {pys}), "
+        "cvmfs-modelio --help {help}".format(
             true=fmt_ns(startup["true_ns"]),
             py=fmt_ns(startup["python_c_pass_ns"]),
+            pys=fmt_ns(startup["python_S_c_pass_ns"]),
             help=fmt_ns(startup["help_ns"]),
         )
     )
