@@ -89,6 +89,7 @@ int new_fd_untraced(Call call) noexcept {
 template <class Call>
 int do_open(int dirfd, const char* path, int flags, Call call) noexcept {
   if (!pl::path_may_match(path) || pl::in_tracer()) return new_fd_untraced(call);
+  pl::gate_wait(path);
   std::int64_t t0 = pl::raw_now();
   int fd = call();
   std::int64_t t1 = pl::raw_now();
@@ -98,6 +99,7 @@ int do_open(int dirfd, const char* path, int flags, Call call) noexcept {
   if (fd >= 0) {
     fid = pl::track_fd(fd);
     if (fid < 0) return fd;  // not a regular file under a traced prefix
+    pl::gate_wait(nullptr);   // matched through a symlink or a relative path
   } else if (!pl::failed_path_matches(path)) {
     return fd;
   }

@@ -23,6 +23,7 @@ CMIO_REAL(int, fclose, FILE*)
 template <class Call>
 FILE* do_fopen(const char* path, Call call) noexcept {
   if (!pl::path_may_match(path) || pl::in_tracer()) return call();
+  pl::gate_wait(path);
   std::int64_t t0 = pl::raw_now();
   FILE* f = call();
   std::int64_t t1 = pl::raw_now();
@@ -39,6 +40,7 @@ FILE* do_fopen(const char* path, Call call) noexcept {
   int fd = fileno_unlocked(f);
   std::int32_t fid = pl::track_fd(fd);
   if (fid < 0) return f;
+  pl::gate_wait(nullptr);
   Event e = pl::call_event(Op::kFopen, fid, fd, t0, t1);
   e.result = fd;
   pl::record(e);

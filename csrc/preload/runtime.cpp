@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <ctime>
 #include <cstring>
 
 #include "common/event_file.h"
@@ -53,6 +54,9 @@ std::size_t g_prefix_len[kMaxPrefixes];
 int g_nprefix = 0;
 std::int64_t g_sample_ns = 1000000;
 bool g_warned = false;
+char g_gate[2048];
+int g_gate_shut = 0;  // 1 while the kernel-tracepoint gate file may still exist
+constexpr std::int64_t kGateTimeoutNs = 30LL * 1000000000LL;
 
 // ------------------------------------------------------------ thread buffers
 // Layout: the EVENTS frame header sits right before the records so that one
@@ -408,6 +412,11 @@ void parse_env() noexcept {
       s = e + 1;
     }
   }
+  const char* gate = getenv("CMIO_TRACE_GATE");
+  if (gate != nullptr && gate[0] == '/' && std::strlen(gate) < sizeof(g_gate)) {
+    std::strcpy(g_gate, gate);
+    g_gate_shut = 1;
+  }
   const char* us = getenv("CMIO_TRACE_SAMPLE_US");
   if (us != nullptr && us[0] != 0) {
     char* end = nullptr;
@@ -540,6 +549,33 @@ void runtime_after_fork_child() noexcept {
   std::size_t n = ld(g_arena_len);
   if (n > kArena) n = kArena;
   write_frame(g_arena, n);
+}
+
+void gate_wait(const char* path) noexcept {
+  if (__atomic_load_n(&g_gate_shut, __ATOMIC_ACQUIRE) == 0 || g_trace_fd < 0) return;
+  if (path != nullptr && (path[0] != '/' || !prefix_match(path))) return;
+  ErrnoGuard g;
+  const std::int64_t t0 = monotonic_ns();
+  struct stat sb {};
+  while (raw(SYS_newfstatat, AT_FDCWD, reinterpret_cast<long>(g_gate), reinterpret_cast<long>(&sb),
+             0) == 0) {
+    const std::int64_t waited = monotonic_ns() - t0;
+    if (waited > kGateTimeoutNs) {
+      // Say so in the trace: kernel events of this process may be missing.
+      char meta[128];
+      JsonBuf j(meta + 8, sizeof(meta) - 8);
+      j.raw("{\"kernel_gate_timeout_ns\":");
+      j.num(waited);
+      j.raw("}");
+      put_frame_header(reinterpret_cast<unsigned char*>(meta), kFrameMeta,
+                       static_cast<std::uint32_t>(j.len()));
+      write_frame(meta, 8 + j.len());
+      break;
+    }
+    timespec ts{0, 200000};  // 200 us
+    raw(SYS_nanosleep, reinterpret_cast<long>(&ts), 0);
+  }
+  __atomic_store_n(&g_gate_shut, 0, __ATOMIC_RELEASE);
 }
 
 bool path_may_match(const char* path) noexcept {

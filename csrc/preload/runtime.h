@@ -91,6 +91,14 @@ void flush_own_buffer() noexcept;
 // Writes one raw frame (already encoded) to the trace file with one write().
 void write_frame(const void* data, std::size_t n) noexcept;
 
+// ---- kernel-tracepoint gate
+// The ``trace`` command sets up its kernel tracepoints while the program starts; the
+// program waits here, at its first open of a matched file, until the gate file
+// (CMIO_TRACE_GATE) is gone, so no page-cache or FUSE event of a traced file is missed.
+// Call with the path as passed (pre-open, absolute paths only) or nullptr (post-open,
+// the file matched): a no-op once the gate is open.
+void gate_wait(const char* path) noexcept;
+
 // ---- descriptors and files
 // Does `path` (as passed to open) possibly match?  Cheap filter before any syscall.
 bool path_may_match(const char* path) noexcept;

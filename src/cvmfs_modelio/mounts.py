@@ -17,12 +17,14 @@ methods whichever client serves it:
 The parsers of what a real client answers (``cvmfs_talk`` output, ``/proc/mounts`` lines,
 the root's magic xattrs) are plain functions, tested against a real client's recordings
 (``../shared/testvectors/cvmfs-client``).
+- :meth:`CvmfsMount.cache_dir`: the client's local cache directory (objects by hash).
 """
 
 from __future__ import annotations
 
 import errno
 import fnmatch
+import itertools
 import os
 import shutil
 import subprocess
@@ -307,6 +309,28 @@ class CvmfsMount:
         return parse_client_xattrs(self.kind, values)
 
     # -- caches
+    def cache_dir(self) -> Path:
+        """The client's cache directory (``XX/<rest of hash>`` objects, ``txn/`` downloads).
+
+        Emulated: the ``--cache`` argument of the client process (``user.pid``); real:
+        ``CVMFS_CACHE_DIR`` from ``cvmfs_talk -i REPO parameters``.
+        """
+        if self.kind == SIM:
+            try:
+                pid = int(os.getxattr(self.root, "user.pid"))
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError) as e:
+                raise UsageError(f"{self.root}: cannot find the client's cache: {e}") from None
+            for a, b in itertools.pairwise(argv):
+                if a == b"--cache":
+                    return Path(b.decode())
+            raise UsageError(f"{self.root}: the client was started without --cache")
+        for line in self._talk("parameters").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "CVMFS_CACHE_DIR" and value.strip():
+                return Path(value.strip().split()[0])
+        raise UsageError(f"{self.root}: cvmfs_talk parameters shows no CVMFS_CACHE_DIR")
+
     def clear_caches(self, paths: Iterable[str | os.PathLike[str]] = ()) -> None:
         """Cold state: empty the client cache and drop the page cache of ``paths``.
 

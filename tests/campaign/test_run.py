@@ -178,8 +178,10 @@ def test_killed_run_resumes_without_repeating_or_losing_a_measurement(
 
     if sig == signal.SIGKILL:
         assert rc == -signal.SIGKILL
-        # the guardian unmounts and removes the run's scratch directory
-        deadline = time.monotonic() + 30
+        # the guardian unmounts and removes the run's scratch directory; a client caught
+        # in a fetch from the killed run's stratum first gives up after its timeout x
+        # attempts (2 x 10 s direct), hence the generous deadline
+        deadline = time.monotonic() + 60
         while (mounts_under(work) or list(work.iterdir())) and time.monotonic() < deadline:
             time.sleep(0.1)
     assert mounts_under(work) == [] and list(work.iterdir()) == []

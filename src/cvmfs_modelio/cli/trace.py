@@ -1,4 +1,9 @@
-"""``cvmfs-modelio trace [--match PREFIX ...] [-o TRACE] [--sample-us N] -- COMMAND ARGS...``"""
+"""``cvmfs-modelio trace [--match PREFIX ...] [-o TRACE] [--sample-us N] [--kernel MODE]
+-- COMMAND ARGS...``
+
+Imports only the standard library and :mod:`cvmfs_modelio.trace.launch`: the command's
+start-up is part of the tracer's cost as a user feels it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import Any
 
 from cvmfs_modelio.cli import _types as T
 from cvmfs_modelio.core.jsonout import check_dest
-from cvmfs_modelio.trace.tracer import DEFAULT_SAMPLE_US, run_traced
+from cvmfs_modelio.trace.launch import DEFAULT_SAMPLE_US, KERNEL_MODES, run_traced
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -42,11 +47,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "0 = only at munmap and exit)",
     )
     p.add_argument(
+        "--kernel",
         "--perf",
-        choices=("auto", "on", "off"),
+        dest="kernel",
+        choices=KERNEL_MODES,
         default="auto",
-        help="also record kernel page-cache tracepoints with perf (root only; "
-        "auto: when possible, on: warn when not)",
+        help="also record kernel tracepoints (page cache, page faults, FUSE requests) "
+        "through a private tracefs instance (root only; default auto: when possible; "
+        "on: warn when not; --perf is the old name)",
     )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     p.set_defaults(func=run)
@@ -62,4 +70,4 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"cvmfs-modelio trace: writing trace to {out}\n")
     # The traced files' file system (a CVMFS mount) is never written to.
     check_dest(out, [m for m in args.match if os.path.exists(m)], directory=True)
-    return run_traced(command, out, match=args.match, sample_us=args.sample_us, perf=args.perf)
+    return run_traced(command, out, match=args.match, sample_us=args.sample_us, kernel=args.kernel)

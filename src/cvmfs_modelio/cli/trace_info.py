@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio.core.jsonout import check_dest, write_json
-from cvmfs_modelio.trace.perf import PERF_FILE, UNAVAILABLE_FILE
 from cvmfs_modelio.trace.summary import file_totals, format_table
+from cvmfs_modelio.trace.tracefs import status_line
 from cvmfs_modelio.trace.tracer import read_trace
 
 
@@ -21,17 +20,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(func=run)
 
 
-def perf_status(trace: str) -> str:
-    """One line: how many perf events the trace has, or why it has none."""
-    d = Path(trace)
-    why = d / UNAVAILABLE_FILE
-    if d.is_dir() and why.is_file():
-        return "unavailable: " + why.read_text(errors="replace").strip()
-    if d.is_dir() and (d / PERF_FILE).is_file():
-        return "recorded (see the 'perf' column)"
-    return "not recorded"
-
-
 def run(args: argparse.Namespace) -> int:
     check_dest(args.json)
     log = read_trace(args.trace)
@@ -39,12 +27,13 @@ def run(args: argparse.Namespace) -> int:
     procs = [p for p in log.meta.get("processes", []) if p.get("source") == "preload"]
     print(f"{args.trace}: {len(procs)} process image(s), {log.events.size} events")
     print(format_table(totals))
-    print(f"perf page-cache events: {perf_status(args.trace)}")
+    print(f"kernel tracepoints: {status_line(log.meta.get('kernel'))}")
     if args.json:
         doc = {
             "trace": str(args.trace),
             "files": [t.as_dict() for t in totals],
             "processes": procs,
+            "kernel": log.meta.get("kernel"),
             # where the trace was taken (the envelope's environment is where it was read)
             "traced_on": {"kernel": platform.release(), "machine": platform.machine()},
         }

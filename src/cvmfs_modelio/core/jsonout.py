@@ -17,12 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from cvmfs_modelio.core.atomicio import write_atomic_bytes
-from cvmfs_modelio.core.environment import environment
 from cvmfs_modelio.core.errors import UsageError
 
 __all__ = ["check_dest", "envelope", "environment", "write_atomic", "write_json"]
 
 SCHEMA_PREFIX = "cvmfs-modelio."
+
+
+def environment(measured: Iterable[str | os.PathLike[str]] = (), **kw: Any) -> dict[str, Any]:
+    """:func:`cvmfs_modelio.core.environment.environment`, imported when first needed: a
+    command that only checks its output paths (``trace``) starts without ctypes & co."""
+    from cvmfs_modelio.core.environment import environment as env
+
+    return env(measured, **kw)
 
 
 def envelope(

@@ -1,0 +1,39 @@
+"""The same weights in another container: an ONNX model's initializers as a safetensors file.
+
+Until the corpus gets a ``models make`` kind for it, this writes ``<name>.safetensors`` from
+an ONNX model (embedded or external data) so that the safetensors loaders can be compared
+with ONNX Runtime on identical bytes; the ``.onnx`` (with external data) serves as their
+graph, its initializers supplied from the safetensors file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cvmfs_modelio.core.errors import UsageError
+
+
+def onnx_to_safetensors(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Write every initializer of ``onnx_path`` to the safetensors file ``out`` (atomic)."""
+    import onnx
+    import safetensors.numpy
+    from onnx import numpy_helper
+
+    src = Path(onnx_path)
+    try:
+        model = onnx.load(str(src), load_external_data=True)
+    except Exception as e:  # onnx raises many types on a bad file
+        raise UsageError(f"{src}: not a readable ONNX model ({type(e).__name__})") from None
+    tensors = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    if not tensors:
+        raise UsageError(f"{src}: has no initializers to write")
+    dest = Path(out)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    try:
+        safetensors.numpy.save_file(tensors, str(tmp))
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
