@@ -184,7 +184,13 @@ def test_killed_run_resumes_without_repeating_or_losing_a_measurement(
         deadline = time.monotonic() + 60
         while (mounts_under(work) or list(work.iterdir())) and time.monotonic() < deadline:
             time.sleep(0.1)
-    assert mounts_under(work) == [] and list(work.iterdir()) == []
+    left = sorted(str(q.relative_to(work)) for q in work.rglob("*"))
+    ps = subprocess.run(["ps", "-eo", "pid,stat,etime,args"], capture_output=True, text=True)
+    assert mounts_under(work) == [], mounts_under(work)
+    assert left == [], (
+        left,
+        [ln for ln in ps.stdout.splitlines() if "cvmfs" in ln or "cmio" in ln],
+    )
     stray = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True).stdout
     assert stray == ""
 
@@ -219,7 +225,13 @@ def test_killed_run_resumes_without_repeating_or_losing_a_measurement(
         assert first["primed"].sum() == 1 and resumed["primed"].sum() == 1
     cold = after[after["cache_state"] == "cold"]
     assert cold["cold_verified"].all()
-    assert mounts_under(work) == [] and list(work.iterdir()) == []
+    left = sorted(str(q.relative_to(work)) for q in work.rglob("*"))
+    ps = subprocess.run(["ps", "-eo", "pid,stat,etime,args"], capture_output=True, text=True)
+    assert mounts_under(work) == [], mounts_under(work)
+    assert left == [], (
+        left,
+        [ln for ln in ps.stdout.splitlines() if "cvmfs" in ln or "cmio" in ln],
+    )
 
 
 def test_campaign_on_local_disk_with_probe_loaders(tmp_path: Path) -> None:
