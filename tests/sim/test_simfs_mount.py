@@ -790,6 +790,37 @@ def test_cli_mount_umount_wipe_cache(tmp_path: Path, server: Any) -> None:
     assert r.returncode == 2 and r.stderr.strip().endswith("not mounted")
 
 
+def test_cli_umount_returns_after_the_client_wrote_its_log(tmp_path: Path, server: Any) -> None:
+    from cvmfs_modelio.core.events import Op, Source, read_event_file
+
+    for i in range(3):  # the client writes the log on its way out: umount must wait for it
+        mp, log = tmp_path / f"mnt{i}", tmp_path / f"log{i}.evt"
+        mp.mkdir()
+        r = _cli(
+            "sim",
+            "mount",
+            server.url,
+            str(mp),
+            "--cache",
+            str(tmp_path / f"c{i}"),
+            "--log",
+            str(log),
+        )
+        assert r.returncode == 0, r.stderr
+        try:
+            assert (mp / "synthetic" / "tiny.txt").read_bytes() == b"hello cvmfs\n"
+            pid = int(os.getxattr(mp, "user.pid"))
+        finally:
+            r = _cli("sim", "umount", str(mp))
+        assert r.returncode == 0, r.stderr
+        # the client is gone (or a zombie of init) when umount returns
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        ev = read_event_file(log)  # complete at once, not "being written"
+        e = ev.events
+        assert ((e["source"] == Source.FUSE) & (e["op"] == Op.FUSE_OPEN)).sum() >= 1
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -218,8 +218,28 @@ def _wait_unmounted(mountpoint: str, timeout_s: float) -> bool:
     return False
 
 
+def _wait_exited(pid: int, timeout_s: float) -> bool:
+    """True once process ``pid`` (not necessarily our child) has exited or is a zombie."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        # the state follows the parenthesised command name, which may itself hold ')'
+        if stat[stat.rindex(")") + 2 :].startswith("Z"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def umount(mountpoint: str | os.PathLike[str]) -> None:
-    """Unmount an emulated-CVMFS mount: ask its client to stop, else detach it (stale)."""
+    """Unmount an emulated-CVMFS mount: ask its client to stop, else detach it (stale).
+
+    Returns once the client process has exited, not only once the mount is gone: the client
+    writes its event log (``--log``) and its last counters on the way out, so a caller that
+    reads the log, or removes the directory holding it, right after this call sees it whole.
+    """
     mp = os.path.abspath(os.fspath(mountpoint))
     fstype = mount_type(mp)
     if fstype is None:
@@ -236,6 +256,7 @@ def umount(mountpoint: str | os.PathLike[str]) -> None:
         except ProcessLookupError:
             pid = None
     if pid is not None and _wait_unmounted(mp, STOP_TIMEOUT_S):
+        _wait_exited(pid, STOP_TIMEOUT_S)
         return
     _lazy_unmount(mp)
 
