@@ -112,3 +112,22 @@ def test_targets_filter_the_matched_files_and_their_fuse_connection(tmp_path: Pa
     assert t.page_filter() == f"(s_dev == {kdev}) && (i_ino == {st.st_ino})"
     many = tracefs.targets_for([str(a.parent)], limit=0)
     assert many.inodes is None and many.page_filter() == f"s_dev == {kdev}"
+
+
+def test_an_unmounted_tracefs_is_mounted_as_root() -> None:
+    # A machine booted without systemd has no tracefs mounted; kernel tracing mounts it
+    # (as libtracefs does) instead of reporting the kernel's tracepoints as unavailable.
+    root = tracefs.TRACEFS_ROOTS[0]
+    if os.geteuid() != 0 or not (root / "instances").is_dir():
+        pytest.skip("needs root and a kernel with tracefs")
+    busy = [p.name for p in (root / "instances").iterdir() if p.name.startswith("cmio-")]
+    if busy:
+        pytest.skip(f"tracefs instances in use by other traces: {busy}")
+    subprocess.run(["umount", str(root)], check=True)
+    try:
+        assert not (root / "instances").is_dir()
+        assert tracefs.tracefs_root() == root
+        assert tracefs.unavailable_reason() is None
+    finally:
+        if not (root / "instances").is_dir():
+            subprocess.run(["mount", "-t", "tracefs", "tracefs", str(root)], check=True)

@@ -63,11 +63,38 @@ class KernelUnavailable(Exception):
 
 
 def tracefs_root() -> Path | None:
-    """The mounted tracefs (``/sys/kernel/tracing``), or None."""
+    """The mounted tracefs (``/sys/kernel/tracing``), or None.
+
+    As root, a tracefs that is not mounted yet is mounted on ``/sys/kernel/tracing``, as
+    libtracefs and trace-cmd do: a machine booted without systemd (containers, CI) does not
+    mount it, and kernel tracing must not depend on how the machine was booted.
+    """
     for root in TRACEFS_ROOTS:
         if (root / "instances").is_dir():
             return root
+    if os.geteuid() == 0 and _mount_tracefs(TRACEFS_ROOTS[0]):
+        return TRACEFS_ROOTS[0]
     return None
+
+
+def _mount_tracefs(root: Path) -> bool:
+    """Mount tracefs on ``root`` (an empty directory of sysfs); whether it is usable now."""
+    import subprocess
+
+    if not root.is_dir():
+        return False
+    try:
+        subprocess.run(
+            ["mount", "-t", "tracefs", "tracefs", str(root)],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return (root / "instances").is_dir()
 
 
 def unavailable_reason() -> str | None:
