@@ -33,6 +33,7 @@ from cvmfs_modelio.sim.builtin_http import (
     parse_head,
     parse_range,
 )
+from cvmfs_modelio.sim.netem import NetemProxy
 from cvmfs_modelio.sim.publish import PublishParams, iter_objects, publish
 from cvmfs_modelio.sim.store import MANIFEST
 from tests.fuzz._budget import fuzz
@@ -547,3 +548,38 @@ def test_connection_flood_beyond_the_limit_gets_503(served: Served) -> None:
     while srv._conns and time.monotonic() < deadline:
         time.sleep(0.01)
     _check_alive(served)
+
+
+@pytest.mark.parametrize("rtt_ms", [0.0, 2.0], ids=["splice", "paced"])
+def test_wan_emulator_relays_malformed_requests_and_keeps_serving(
+    served: Served, rtt_ms: float
+) -> None:
+    """The WAN emulator parses nothing: every malformed request reaches the stratum, whose
+    status comes back; abusive connections (garbage, half-open) do not stop others."""
+    with NetemProxy("127.0.0.1", served.server.port, rtt_ms=rtt_ms) as wan:
+        for raw, status, _ in EXACT:
+            r = _exchange(wan.port, raw)
+            assert r is not None and r.status == status, raw[:60]
+        junk = [socket.create_connection(("127.0.0.1", wan.port), timeout=10) for _ in range(8)]
+        try:
+            for i, s in enumerate(junk):
+                s.sendall(bytes(range(256)) * 4 if i % 2 else b"GET /" + b"x" * 100)
+            r = _exchange(wan.port, f"GET {served.obj} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert r is not None and r.status == 200 and r.body == served.body
+        finally:
+            for s in junk:
+                s.close()
+
+
+def test_wan_emulator_with_its_upstream_down_forgets_refused_clients() -> None:
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on port now
+    with NetemProxy("127.0.0.1", port) as wan:
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", wan.port), timeout=10) as s:
+                assert s.recv(10) == b""  # closed: the upstream refused
+        deadline = time.monotonic() + 10
+        while wan._conns and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not wan._conns
