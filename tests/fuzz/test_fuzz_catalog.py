@@ -300,9 +300,9 @@ def expected(db: sqlite3.Connection, objs: dict[bytes, bytes]) -> dict[str, byte
             "SELECT hash FROM chunks WHERE md5path_1=? AND md5path_2=? ORDER BY offset",
             (r[0], r[1]),
         ).fetchall()
-        parts = (
-            [objs.get(bytes(h)) for (h,) in chunks] if chunks else [objs.get(bytes(r[5] or b""))]
-        )
+        hashes = [h for (h,) in chunks] if chunks else [r[5]]
+        # a hash that is not a blob names no object the store has
+        parts = [objs.get(h) if isinstance(h, bytes) else None for h in hashes]
         out[path((r[0], r[1]))] = None if None in parts else b"".join(p or b"" for p in parts)
     return out
 
