@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -40,9 +41,35 @@ Stmt prepare(sqlite3* db, const char* sql, const std::string& path) {
   return Stmt(st);
 }
 
+// The whole text value, embedded NUL bytes included (so that a name with one is seen and
+// refused, not silently cut at the NUL).
 std::string column_text(sqlite3_stmt* st, int col) {
   const unsigned char* t = sqlite3_column_text(st, col);
-  return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
+  if (t == nullptr) return std::string();
+  return std::string(reinterpret_cast<const char*>(t),
+                     static_cast<std::size_t>(sqlite3_column_bytes(st, col)));
+}
+
+// A catalog's names go into one-line error messages: control bytes are shown as \xNN.
+std::string shown(const std::string& s) {
+  std::string out;
+  for (const unsigned char c : s.substr(0, 200)) {
+    if (c < 0x20 || c == 0x7f) {
+      static const char kDigits[] = "0123456789abcdef";
+      out += "\\x";
+      out += kDigits[c >> 4];
+      out += kDigits[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+// A name the kernel can list and look up: not empty, ".", "..", no '/' or NUL, <= NAME_MAX.
+bool valid_name(const std::string& n) {
+  return !n.empty() && n != "." && n != ".." && n.size() <= 255 &&
+         n.find_first_of(std::string("/\0", 2)) == std::string::npos;
 }
 
 bool column_sha1(sqlite3_stmt* st, int col, Sha1* out) {
@@ -98,12 +125,22 @@ Catalog::Catalog(const std::string& db_path) {
         if (have_root) throw std::runtime_error(db_path + ": catalog has two root entries");
         have_root = true;
         e.ino = 1;
-        by_key[key] = 1;
+        if (!by_key.emplace(key, 1).second) {
+          throw std::runtime_error(db_path + ": the root entry's key is used twice");
+        }
         entries_[1] = std::move(e);
         continue;
       }
+      if (!valid_name(e.name)) {
+        throw std::runtime_error(db_path + ": entry with an invalid name '" + shown(e.name) + "'");
+      }
+      if (e.is_regular() && e.size < 0) {
+        throw std::runtime_error(db_path + ": file '" + shown(e.name) + "' has a negative size");
+      }
       e.ino = entries_.size();
-      by_key[key] = e.ino;
+      if (!by_key.emplace(key, e.ino).second) {
+        throw std::runtime_error(db_path + ": two entries with the key of '" + shown(e.name) + "'");
+      }
       parents.push_back(parent);
       entries_.push_back(std::move(e));
     }
@@ -115,10 +152,14 @@ Catalog::Catalog(const std::string& db_path) {
   for (std::size_t i = 2; i < entries_.size(); ++i) {
     const auto it = by_key.find(parents[i]);
     if (it == by_key.end() || !entries_[it->second].is_dir()) {
-      throw std::runtime_error(db_path + ": entry '" + entries_[i].name + "' has no parent directory");
+      throw std::runtime_error(db_path + ": entry '" + shown(entries_[i].name) +
+                               "' has no parent directory");
     }
     entries_[i].parent = it->second;
-    entries_[it->second].children[entries_[i].name] = i;
+    if (!entries_[it->second].children.emplace(entries_[i].name, i).second) {
+      throw std::runtime_error(db_path + ": two entries named '" + shown(entries_[i].name) +
+                               "' in one directory");
+    }
   }
   entries_[1].parent = 1;
   // Paths: parents may come after their children in the table, so resolve recursively.
@@ -165,16 +206,19 @@ Catalog::Catalog(const std::string& db_path) {
     if ((e.flags & kFlagChunked) != 0) {
       std::int64_t expect = 0;
       for (const Chunk& c : e.chunks) {
-        if (c.offset != expect || c.size <= 0) {
-          throw std::runtime_error(db_path + ": chunks of '" + e.path + "' do not tile the file");
+        // (a size that would overflow the sum is as wrong as a gap)
+        if (c.offset != expect || c.size <= 0 || c.size > INT64_MAX - expect) {
+          throw std::runtime_error(db_path + ": chunks of '" + shown(e.path) +
+                                   "' do not tile the file");
         }
         expect += c.size;
       }
       if (expect != e.size) {
-        throw std::runtime_error(db_path + ": chunks of '" + e.path + "' do not add up to its size");
+        throw std::runtime_error(db_path + ": chunks of '" + shown(e.path) +
+                                 "' do not add up to its size");
       }
     } else if (e.is_regular() && !e.has_hash) {
-      throw std::runtime_error(db_path + ": file '" + e.path + "' has no hash");
+      throw std::runtime_error(db_path + ": file '" + shown(e.path) + "' has no hash");
     }
     if (e.is_regular()) total_bytes_ += e.size;
   }

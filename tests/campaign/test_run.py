@@ -347,7 +347,7 @@ def test_dry_run_counts_without_measuring(
     )
     assert main(["run", str(camp), "-o", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == (
-        f"cvmfs-modelio: {not_onnx}: not a readable ONNX model (DecodeError)\n"
+        f"cvmfs-modelio: {not_onnx}: not a readable ONNX model (field number 0 at byte 1)\n"
     )
     assert not (tmp_path / "r").exists()
 

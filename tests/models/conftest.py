@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED
+from tests.fuzz.conftest import pytest_runtest_makereport  # noqa: F401 (replay line on failure)
 
 MODELS = SHARED / "models"
 FORMATS = MODELS / "cms-formats"

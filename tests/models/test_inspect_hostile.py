@@ -21,19 +21,17 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cvmfs_modelio.core.errors import UsageError
 from cvmfs_modelio.models import corpus
 from cvmfs_modelio.models.inspect import ModelMap, inspect_model
+from tests.fuzz._budget import fuzz
 from tests.models.conftest import FORMATS, MINILM, MODELS, need
 
-FUZZ = settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+# the fuzz budget and seed of tests/fuzz (CMIO_FUZZ_SEED / CMIO_FUZZ_SCALE replay and extend)
+FUZZ = fuzz(60)
 
 
 def outcome(path: Path, shown: Path | None = None) -> ModelMap | None:

@@ -121,34 +121,16 @@ class ModelFiles:
 
 
 def external_data_files(onnx_path: Path) -> list[Path]:
-    """Files named as external data by ``onnx_path`` (existing, next to it), sorted."""
-    import onnx
+    """Files named as external data by ``onnx_path`` (existing, next to it), sorted.
 
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as e:  # onnx raises many types on a bad file
-        raise UsageError(f"{onnx_path}: not a readable ONNX model ({type(e).__name__})") from None
-    names: set[str] = set()
-    graphs = [model.graph]
-    while graphs:
-        g = graphs.pop()
-        tensors = list(g.initializer)
-        for node in g.node:
-            for a in node.attribute:
-                if a.HasField("t"):
-                    tensors.append(a.t)
-                graphs.extend(a.graphs)
-                if a.HasField("g"):
-                    graphs.append(a.g)
-        for t in tensors:
-            for kv in t.external_data:
-                if kv.key == "location":
-                    names.add(kv.value)
+    A location outside the model's directory (absolute, ``..``, a symlink out) is refused
+    naming it, so that no file outside the model's directory is ever published."""
+    from cvmfs_modelio.models.formats.onnx import external_files
+
     out = []
-    for n in sorted(names):
-        p = (onnx_path.parent / n).resolve()
+    for p in external_files(onnx_path):
         if not p.is_file():
-            raise UsageError(f"{onnx_path}: external data file {n} not found")
+            raise UsageError(f"{onnx_path}: external data file {p.name} not found")
         out.append(p)
     return out
 

@@ -179,24 +179,13 @@ class ModelFiles:
 
 def _external_data(onnx_path: Path) -> list[Path]:
     """External data files an ``.onnx`` names (existing ones); [] when it cannot be parsed
-    (ONNX Runtime then reports its own reason)."""
-    try:
-        import onnx
+    (ONNX Runtime then reports its own reason).  A location outside the model's directory
+    is refused (UsageError naming it) before ONNX Runtime could follow it."""
+    from cvmfs_modelio.models.formats.onnx import external_files
 
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception:  # any parse failure: ONNX Runtime's message will say what is wrong
-        return []
-    names = set()
-    for t in model.graph.initializer:
-        for kv in t.external_data:
-            if kv.key == "location":
-                names.add(kv.value)
-    out = []
-    for n in sorted(names):
-        p = onnx_path.parent / n
-        if p.is_file():
-            out.append(Path(os.path.realpath(p)))
-    return out
+    return [
+        Path(os.path.realpath(p)) for p in external_files(onnx_path, strict=False) if p.is_file()
+    ]
 
 
 def resolve_model(model: Path, opts: LoadOptions, display: dict[str, str]) -> ModelFiles:

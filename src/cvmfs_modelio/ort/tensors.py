@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.models.paths import resolve_inside
 
 # ONNX TensorProto.DataType to numpy-style names.
 _ONNX_DTYPES = {
@@ -170,7 +171,8 @@ def _onnx_spans(p: Path) -> list[TensorSpan]:
         shape = tuple(int(d) for d in t.dims)
         info = {e.key: e.value for e in t.external_data}
         if info.get("location"):
-            data = os.path.realpath(p.parent / info["location"])
+            where = f"{p}: tensor {t.name!r}"
+            data = str(resolve_inside(p.parent, info["location"], what=where))
             try:
                 off = int(info.get("offset", "0"))
                 length = int(info["length"]) if "length" in info else -1

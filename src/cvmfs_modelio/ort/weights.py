@@ -20,7 +20,10 @@ def onnx_to_safetensors(onnx_path: str | os.PathLike[str], out: str | os.PathLik
     import safetensors.numpy
     from onnx import numpy_helper
 
+    from cvmfs_modelio.models.formats.onnx import external_files
+
     src = Path(onnx_path)
+    external_files(src, strict=False)  # refuses locations outside the model's directory
     try:
         model = onnx.load(str(src), load_external_data=True)
     except Exception as e:  # onnx raises many types on a bad file

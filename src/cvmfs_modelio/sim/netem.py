@@ -136,6 +136,10 @@ class NetemProxy(LoopbackListener):
         try:
             upstream = socket.create_connection(self.upstream, timeout=10)
         except OSError:
+            # forget the client too: under a flood while the upstream is down, closed
+            # sockets must not pile up in the set
+            with self._lock:
+                self._conns.discard(client)
             client.close()
             return
         upstream.settimeout(None)

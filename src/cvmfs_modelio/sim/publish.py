@@ -152,6 +152,12 @@ def _scan(src: Path) -> list[_SrcEntry]:
             except OSError as e:
                 raise UsageError(f"{abspath}: cannot read file: {e.strerror}") from None
             os.close(fd)
+            if abspath.endswith(".onnx"):
+                # a model naming external data outside its directory is refused: a client
+                # loading it from the repository would read that path on its own machine
+                from cvmfs_modelio.models.formats.onnx import external_files
+
+                external_files(Path(abspath), strict=False)
             out.append(_SrcEntry(rel, abspath, st))
             return
         if not stat.S_ISDIR(mode):

@@ -103,7 +103,7 @@ def parse_manifest(data: bytes, name: str = MANIFEST) -> Manifest:
         chash = fields["C"]
         if len(chash) != 40 or any(c not in "0123456789abcdef" for c in chash):
             raise UsageError(f"{name}: catalog hash {chash!r} is not 40 hex digits")
-        return Manifest(
+        m = Manifest(
             catalog_hash=chash,
             catalog_size=int(fields["B"]),
             revision=int(fields["S"]),
@@ -115,6 +115,10 @@ def parse_manifest(data: bytes, name: str = MANIFEST) -> Manifest:
         raise UsageError(f"{name}: manifest lacks field {e.args[0]}") from None
     except ValueError:
         raise UsageError(f"{name}: manifest has a non-numeric field") from None
+    for what, v in (("catalog size", m.catalog_size), ("revision", m.revision), ("TTL", m.ttl_s)):
+        if v < 0:
+            raise UsageError(f"{name}: manifest {what} {v} is negative")
+    return m
 
 
 def read_manifest(store: str | os.PathLike[str]) -> Manifest | None:

@@ -133,7 +133,10 @@ def _read_table(store: Path, name: str, columns: tuple[str, ...], required: bool
     try:
         df = pd.read_parquet(d)
     except Exception as e:  # pyarrow raises several types on damaged parts
-        raise UsageError(f"{d}: cannot read the Parquet table ({type(e).__name__}: {e})") from None
+        why = " ".join(str(e).split())  # pyarrow's messages span lines: keep one
+        raise UsageError(
+            f"{d}: cannot read the Parquet table ({type(e).__name__}: {why})"
+        ) from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise UsageError(f"{d}: missing column(s) {', '.join(missing)}")

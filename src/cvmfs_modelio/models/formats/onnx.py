@@ -235,6 +235,31 @@ def walk_file(path: Path) -> OnnxWalk:
     return w
 
 
+def external_files(path: Path, *, strict: bool = True) -> list[Path]:
+    """The external data files ``path`` (an ``.onnx``) names, resolved inside its directory.
+
+    Every ``location`` goes through :func:`resolve_inside`: one that is absolute, has ``..``
+    or resolves (symlinks included) outside the model's directory is a UsageError naming the
+    model, the tensor and the location.  Whether the files exist is the caller's question.
+    ``strict=False``: a file that is not ONNX gives [] (for callers that let another reader
+    report it) instead of a UsageError.
+    """
+    shown = os.fspath(path)
+    try:
+        w = walk_file(path)
+    except UsageError:
+        if strict:
+            raise
+        return []
+    model_dir = Path(os.path.abspath(shown)).parent
+    out: dict[Path, None] = {}
+    for t in w.tensors:
+        if t.location_external or t.external:
+            loc = t.external.get("location", "")
+            out[resolve_inside(model_dir, loc, what=f"{shown}: tensor {t.name!r}")] = None
+    return sorted(out)
+
+
 def read(path: Path) -> ModelMap:
     """Tensor map of the ``.onnx`` file at ``path`` and of its external data files."""
     shown = os.fspath(path)
