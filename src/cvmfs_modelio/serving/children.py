@@ -65,8 +65,12 @@ class Clean:
         self.display = display
 
     def __call__(self, msg: str) -> str:
+        import re
+
         from cvmfs_modelio.ort.load import _clean_message
 
+        # The child says "InvalidGraph: [ONNXRuntimeError] : 10 : ..."; ORT's code suffices.
+        msg = re.sub(r"^\w+: (?=\[ONNXRuntimeError\])", "", msg.strip())
         return _clean_message(msg, self.display)
 
 

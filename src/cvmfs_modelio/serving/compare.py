@@ -529,12 +529,19 @@ def run_compare(
                 for state in params.states:
                     say(f"local {state} {rep + 1}/{params.reps}")
                     _run_local(ctx, local_files, state, rep)
-    notes = [
-        "download: KServe's storage initializer runs in every new pod (emptyDir), so hot "
-        "downloads again; its origin answers from memory",
-        f"cvmfs: emulated client, profile {params.client_profile}, CVMFS default chunking",
-        f"times are late by up to {POLL_S * 1000:g} ms (the parent polls for the first answer)",
-    ]
+    notes = []
+    if "download" in params.paths:
+        notes.append(
+            "download: KServe's storage initializer runs in every new pod (emptyDir), so hot "
+            "downloads again; its origin answers from memory"
+        )
+    if "cvmfs" in params.paths:
+        notes.append(
+            f"cvmfs: emulated client, profile {params.client_profile}, CVMFS default chunking"
+        )
+    notes.append(
+        f"times are late by up to {POLL_S * 1000:g} ms (the parent polls for the first answer)"
+    )
     return CompareResult(
         model=user_name,
         model_bytes=sum(f.stat().st_size for f in mf.files),
