@@ -55,9 +55,9 @@ def test_compare_end_to_end(
     cells = [re.split(r"\s{2,}", ln.strip()) for ln in text[1:9]]
     assert cells[0] == [
         "path", "RTT", "bandwidth", "state", "1st inference", "x local", "download",
-        "imports", "session", "on the wire", "objects",
+        "transfer", "imports", "session", "on the wire", "objects",
     ]  # fmt: skip
-    assert [(r[0], r[1], r[2], r[3], r[5], r[10]) for r in cells[2:]] == [
+    assert [(r[0], r[1], r[2], r[3], r[5], r[11]) for r in cells[2:]] == [
         ("download", "5 ms", "50.0 MiB/s", "cold", cells[2][5], "-"),
         ("cvmfs", "5 ms", "50.0 MiB/s", "cold", cells[3][5], "2"),
         ("download", "5 ms", "50.0 MiB/s", "hot", cells[4][5], "-"),
@@ -65,7 +65,7 @@ def test_compare_end_to_end(
         ("local", "-", "-", "cold", "1.00x", "-"),
         ("local", "-", "-", "hot", "1.00x", "-"),
     ]
-    assert [r[9] for r in cells[2:]][-2:] == ["0 B", "0 B"]
+    assert [r[10] for r in cells[2:]][-2:] == ["0 B", "0 B"]
     assert [ln.split(":")[0] for ln in text[9:]] == ["note"] * 3
 
     doc = json.loads(out.read_text())
@@ -94,9 +94,11 @@ def test_compare_end_to_end(
             # the storage initializer fetched both files whole, then the server started
             assert r["wire_bytes"] == sum(sizes)
             assert r["total_ns"] >= r["download_ns"] + r["server_ns"]
+            assert r["download_ns"] > r["transfer_ns"] > 0
             assert r["objects_fetched"] is None
         else:
-            assert r["download_ns"] is None and r["total_ns"] == r["server_ns"]
+            assert r["download_ns"] is None and r["transfer_ns"] is None
+            assert r["total_ns"] == r["server_ns"]
     # cold CVMFS fetched the two files' objects (one chunk each), hot nothing
     assert runs["cvmfs", "cold"]["objects_fetched"] == 2
     assert runs["cvmfs", "cold"]["wire_bytes"] > 0

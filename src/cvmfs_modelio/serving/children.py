@@ -178,8 +178,9 @@ def run_storage_initializer(
     timeout_s: float,
     clean: Callable[[str], str],
     user_name: str,
-) -> tuple[int, int, dict[str, int]]:
-    """KServe's download into ``out_dir``; (start ns, end ns, {file: bytes})."""
+) -> tuple[int, int, dict[str, Any]]:
+    """KServe's download into ``out_dir``: (start ns, end ns, the child's document with
+    ``files_bytes`` {file: bytes}, ``imported_ns`` and ``downloaded_ns``)."""
     argv = [sys.executable, "-m", "cvmfs_modelio.serving.storage_init", str(out_dir), *uris]
     t0 = time.monotonic_ns()
     proc = subprocess.Popen(
@@ -203,5 +204,5 @@ def run_storage_initializer(
     if proc.returncode != 0:
         why = clean(_last_line(err.decode(errors="replace")))
         raise UsageError(f"{user_name}: the KServe storage initializer failed: {why}")
-    doc = json.loads(_last_line(out.decode()))
-    return t0, t1, {str(k): int(v) for k, v in doc["files_bytes"].items()}
+    doc: dict[str, Any] = json.loads(_last_line(out.decode()))
+    return t0, t1, doc

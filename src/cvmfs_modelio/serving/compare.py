@@ -64,10 +64,12 @@ class Run:
     """One measured start of the model server.  Times in ns (CLOCK_MONOTONIC), bytes.
 
     ``total_ns``: first process start to the first successful inference; ``download_ns``
-    the storage initializer's whole process (download only); ``server_ns`` the model
-    server's process start to the first answer, of which ``import_ns`` is Python importing
-    KServe and ONNX Runtime, ``session_ns`` ``InferenceSession`` (``model.load()``) and
-    ``first_inference_ns`` the successful request's round trip.
+    the storage initializer's whole process (download only), of which ``transfer_ns`` is
+    ``Storage.download()`` itself (the rest: Python importing kserve_storage);
+    ``server_ns`` the model server's process start to the first answer, of which
+    ``import_ns`` is Python importing KServe and ONNX Runtime, ``session_ns``
+    ``InferenceSession`` (``model.load()``) and ``first_inference_ns`` the successful
+    request's round trip.
     """
 
     path: str
@@ -77,6 +79,7 @@ class Run:
     rep: int
     total_ns: int
     download_ns: int | None
+    transfer_ns: int | None  # download: Storage.download() alone (no imports, no exit)
     server_ns: int
     import_ns: int
     session_ns: int
@@ -100,6 +103,7 @@ class Row:
     reps: int
     total_ns: int
     download_ns: int | None
+    transfer_ns: int | None
     server_ns: int
     import_ns: int
     session_ns: int
@@ -168,6 +172,7 @@ def _rows(
         ]
         total = _median([r.total_ns for r in rs])
         dl = [r.download_ns for r in rs if r.download_ns is not None]
+        tr = [r.transfer_ns for r in rs if r.transfer_ns is not None]
         objs = [r.objects_fetched for r in rs if r.objects_fetched is not None]
         flags = sorted({f for r in rs for f in r.flags})
         out.append(
@@ -179,6 +184,7 @@ def _rows(
                 reps=len(rs),
                 total_ns=total,
                 download_ns=_median(dl) if dl else None,
+                transfer_ns=_median(tr) if tr else None,
                 server_ns=_median([r.server_ns for r in rs]),
                 import_ns=_median([r.import_ns for r in rs]),
                 session_ns=_median([r.session_ns for r in rs]),
@@ -274,6 +280,7 @@ def _record(
     *,
     t0: int,
     download_ns: int | None,
+    transfer_ns: int | None = None,
     wire: int,
     objects: int | None,
     flags: list[str],
@@ -296,6 +303,7 @@ def _record(
         rep=rep,
         total_ns=srv.answered_ns - t0,
         download_ns=download_ns,
+        transfer_ns=transfer_ns,
         server_ns=srv.answered_ns - srv.started_ns,
         import_ns=srv.import_ns,
         session_ns=srv.session_ns,
@@ -339,9 +347,10 @@ def _run_download(
     _read_all(origin_files)  # the remote server answers from memory
     before = _sent_bytes(origin)
     uris = [f"{base_url}/{ctx.name}/{rel}" for rel in ctx.files_rel]
-    t0, t1, got = run_storage_initializer(
+    t0, t1, doc = run_storage_initializer(
         dest, uris, ctx.params.timeout_s, ctx.clean, ctx.user_name
     )
+    got = {str(k): int(v) for k, v in doc["files_bytes"].items()}
     want = {
         os.path.basename(r): f.stat().st_size
         for r, f in zip(ctx.files_rel, origin_files, strict=True)
@@ -362,6 +371,7 @@ def _run_download(
         srv,
         t0=t0,
         download_ns=t1 - t0,
+        transfer_ns=int(doc["downloaded_ns"]) - int(doc["imported_ns"]),
         wire=wire,
         objects=None,
         flags=[],
@@ -622,6 +632,7 @@ HEADER = [
     "1st inference",
     "x local",
     "download",
+    "transfer",
     "imports",
     "session",
     "on the wire",
@@ -654,6 +665,7 @@ def format_rows(rows: Sequence[Row]) -> str:
                 units.fmt_ns(r.total_ns),
                 "-" if r.ratio_to_local is None else f"{r.ratio_to_local:.2f}x",
                 "-" if r.download_ns is None else units.fmt_ns(r.download_ns),
+                "-" if r.transfer_ns is None else units.fmt_ns(r.transfer_ns),
                 units.fmt_ns(r.import_ns),
                 units.fmt_ns(r.session_ns),
                 units.fmt_bytes(r.wire_bytes),
