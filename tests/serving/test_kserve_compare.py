@@ -275,3 +275,49 @@ def test_a_model_onnx_runtime_cannot_load(tmp_path: Path) -> None:
     )
     assert [ln for ln in r.stderr.splitlines() if not ln.startswith("[kserve-compare")] == [last]
     assert list(work.iterdir()) == []
+
+
+def _procs_mentioning(text: str) -> list[int]:
+    out = []
+    for e in os.scandir("/proc"):
+        if e.name.isdigit():
+            try:
+                if text in Path(e.path, "cmdline").read_bytes().decode(errors="replace"):
+                    out.append(int(e.name))
+            except OSError:
+                continue
+    return out
+
+
+def test_sigterm_mid_run_leaves_nothing(tiny_model: TinyModel, tmp_path: Path) -> None:
+    """SIGTERM while the model server runs from the mount: exit 143, what was measured in
+    the JSON (complete: false), no mount, no process, no temporary directory."""
+    require_kserve()
+    require_root_fuse()
+    work = tmp_path / "tmp"
+    work.mkdir()
+    out = tmp_path / "kc.json"
+    args = ["--paths", "local,cvmfs", "--rtt-ms", "0", "--reps", "20", "--json", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cvmfs_modelio.cli", "kserve-compare", str(tiny_model.onnx), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(work)},
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "] cvmfs [" in line and " 2/20" in line:
+            break
+    time.sleep(0.3)  # inside the second cvmfs start
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, "".join(seen) + rest
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is False and doc["interrupted_by"] == "SIGTERM"
+    assert [r["path"] for r in doc["runs"]][:2] == ["cvmfs", "cvmfs"]
+    assert list(work.iterdir()) == []
+    assert str(work) not in Path("/proc/self/mounts").read_text()
+    assert _procs_mentioning(str(work)) == []
