@@ -148,12 +148,14 @@ def _median(values: Sequence[int]) -> int:
 
 
 def summarize(runs: Sequence[Run]) -> list[Row]:
-    """One row per (path, network, state), in the order the runs were first made."""
+    """One row per (path, network, state), in the order the runs were first made, the
+    local ones (every network's local starts together) last."""
     keys: list[tuple[str, float | None, int | None, str]] = []
     for r in runs:
         k = (r.path, r.rtt_ms, r.bandwidth_bytes_per_s, r.state)
         if k not in keys:
             keys.append(k)
+    keys = [k for k in keys if k[0] != "local"] + [k for k in keys if k[0] == "local"]
     local = {r.state: r for r in _rows(runs, [k for k in keys if k[0] == "local"], {}) if r.reps}
     return _rows(runs, keys, {s: r.total_ns for s, r in local.items()})
 
@@ -532,13 +534,14 @@ def run_compare(
 
             say("publishing into the emulated CVMFS store")
             publish(work / "origin", store)
-        for net in params.networks():
-            _measure_network(ctx, net, store, origin_files, say)
-        if "local" in params.paths:
-            for rep in range(params.reps):
-                for state in params.states:
-                    say(f"local {state} {rep + 1}/{params.reps}")
-                    _run_local(ctx, local_files, state, rep)
+        # Local starts are interleaved with the others, in every network's loop: on a
+        # shared machine the load drifts, and the floor must see the same load.
+        nets = params.networks()
+        if "download" not in params.paths and "cvmfs" not in params.paths:
+            nets = nets[:1]
+        local = local_files if "local" in params.paths else None
+        for i, net in enumerate(nets):
+            _measure_network(ctx, net, store, origin_files, local, i, say)
     notes = []
     if "download" in params.paths:
         notes.append(
@@ -582,7 +585,13 @@ def run_compare(
 
 
 def _measure_network(
-    ctx: _Ctx, net: tuple[float, int], store: Path, origin_files: list[Path], say: Progress
+    ctx: _Ctx,
+    net: tuple[float, int],
+    store: Path,
+    origin_files: list[Path],
+    local_files: list[Path] | None,
+    net_index: int,
+    say: Progress,
 ) -> None:
     from cvmfs_modelio.core import units
 
@@ -619,6 +628,9 @@ def _measure_network(
                 if mnt is not None:
                     say(f"cvmfs [{label}] {state} {rep + 1}/{params.reps}")
                     _run_cvmfs(ctx, mnt, files, net, state, rep)
+                if local_files is not None:
+                    say(f"local {state} {rep + 1}/{params.reps}")
+                    _run_local(ctx, local_files, state, net_index * params.reps + rep)
 
 
 # ------------------------------------------------------------------ table
