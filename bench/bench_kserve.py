@@ -16,12 +16,13 @@ Prints one table per model (medians), then the ratio table that answers the ques
 saves everything to ``bench/results/kserve.json``.  ``--quick``: the CMS model only, RTT 0
 and 25, one repetition (~1 min).
 
-    python bench/bench_kserve.py [--reps 3] [--quick] [--json PATH]
+    python bench/bench_kserve.py [--reps 3] [--quick] [--json PATH] [--from-json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import tempfile
@@ -103,6 +104,70 @@ def ratio_rows(name: str, runs: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
+def storage_rows(name: str, runs: list[dict[str, Any]]) -> list[list[str]]:
+    """Per RTT and state, the part of the start that the storage path changes, medians:
+    download = ``Storage.download()`` + the session on the downloaded copy; cvmfs and local =
+    the session (ONNX Runtime reading the model, lazily through the mount or from disk).
+    ``noise``: interquartile range / median of the local floor's whole time to first
+    inference in that state (the machine's noise, mostly Python imports under load)."""
+
+    def part(r: dict[str, Any]) -> int:
+        return int(r["session_ns"]) + int(r["transfer_ns"] or 0)
+
+    def med(path: str, rtt: float | None, state: str) -> int | None:
+        v = [part(r) for r in runs if (r["path"], r["rtt_ms"], r["state"]) == (path, rtt, state)]
+        return _median(v) if v else None
+
+    out = []
+    rtts = sorted({r["rtt_ms"] for r in runs if r["rtt_ms"] is not None})
+    for state in ("cold", "hot"):
+        floor = sorted(r["total_ns"] for r in runs if (r["path"], r["state"]) == ("local", state))
+        if len(floor) >= 4:
+            q = statistics.quantiles(floor, n=4)
+            noise = f"{(q[2] - q[0]) / statistics.median(floor):.0%}"
+        else:
+            noise = "-"
+        for rtt in rtts:
+            v = [med(p, rtt if p != "local" else None, state) for p in PATHS]
+            if None in v:
+                continue
+            dl, cv, lo = (int(x) for x in v)
+            out.append(
+                [
+                    name,
+                    f"{rtt:g} ms",
+                    state,
+                    fmt_ns(dl),
+                    fmt_ns(cv),
+                    fmt_ns(lo),
+                    f"{cv / dl:.2f}",
+                    noise,
+                ]
+            )
+    return out
+
+
+STORAGE_HEADER = ["model", "RTT", "state", "download", "cvmfs", "local", "cvmfs/dl", "noise"]
+
+
+def print_summary(results: list[dict[str, Any]]) -> None:
+    ratios: list[list[str]] = []
+    storage: list[list[str]] = []
+    for res in results:
+        ratios += ratio_rows(res["name"], res["runs"])
+        storage += storage_rows(res["name"], res["runs"])
+    print(
+        "\nTime to first inference (medians): download, cvmfs, local, cvmfs/download; "
+        "then the same without the model server's Python imports (-imp)"
+    )
+    print(format_table(HEADER, ratios))
+    print(
+        "\nThe storage part (medians): download = transfer + session, cvmfs and local = "
+        "session; noise = IQR/median of the local floor's whole time"
+    )
+    print(format_table(STORAGE_HEADER, storage))
+
+
 HEADER = [
     "model",
     "RTT",
@@ -123,7 +188,13 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "kserve.json"))
+    ap.add_argument("--from-json", metavar="PATH", help="print the summary of a saved run")
     args = ap.parse_args()
+    if args.from_json:
+        doc = json.loads(Path(args.from_json).read_text())
+        print_summary(doc["models"])
+        print(f"load before: {doc['uptime_before']}\nload after:  {doc['uptime_after']}")
+        return 0
     from cvmfs_modelio.serving.compare import format_rows, run_compare
     from cvmfs_modelio.serving.params import CompareParams
 
@@ -133,7 +204,6 @@ def main() -> int:
     load_before = uptime()
     t0 = time.monotonic()
     results: list[dict[str, Any]] = []
-    ratios: list[list[str]] = []
 
     def say(msg: str) -> None:
         print(f"[bench_kserve {time.monotonic() - t0:6.1f}s] {msg}", flush=True)
@@ -147,13 +217,8 @@ def main() -> int:
             payload = res.to_payload()
             payload["name"] = name
             results.append(payload)
-            ratios += ratio_rows(name, payload["runs"])
     load_after = uptime()
-    print(
-        "\nTime to first inference (medians): download, cvmfs, local, cvmfs/download; "
-        "then the same without the model server's Python imports (-imp)"
-    )
-    print(format_table(HEADER, ratios))
+    print_summary(results)
     print(f"{time.monotonic() - t0:.0f} s in all")
     print(f"load before: {load_before}\nload after:  {load_after}")
     write_json(
