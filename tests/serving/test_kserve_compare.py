@@ -327,3 +327,21 @@ def test_sigterm_mid_run_leaves_nothing(tiny_model: TinyModel, tmp_path: Path) -
     assert list(work.iterdir()) == []
     assert str(work) not in Path("/proc/self/mounts").read_text()
     assert _procs_mentioning(str(work)) == []
+
+
+def test_external_data_in_a_subdirectory_cannot_be_downloaded(
+    tiny_model: TinyModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """KServe's http storage writes every file flat into its directory: refused up front."""
+    require_kserve()
+    import onnx
+
+    model = onnx.load(str(tiny_model.onnx))  # weights loaded into the protobuf
+    (tmp_path / "w").mkdir()
+    path = tmp_path / "sub.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="w/sub.data")
+    assert main(["kserve-compare", str(path), "--paths", "download"]) == 2
+    assert capsys.readouterr().err == (
+        f"cvmfs-modelio: {path}: --paths download: w/sub.data cannot come through KServe's "
+        "http storage as it is (one flat directory, plain file names)\n"
+    )

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -213,7 +214,7 @@ def _outputs_digest(outputs: dict[str, npt.NDArray[Any]]) -> str:
 
 
 # Outputs up to this many elements in all are kept in the result, values included.
-ANSWER_MAX_ELEMENTS = 1 << 16
+ANSWER_MAX_ELEMENTS = 1024
 
 
 def answer_outputs(outputs: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
@@ -508,6 +509,14 @@ def run_compare(
     name = _model_name(mf.onnx.stem)
     base = mf.onnx.parent
     files_rel = [os.path.relpath(f, base) for f in mf.files]
+    if "download" in params.paths:
+        for rel in files_rel:
+            # kserve_storage writes an http:// file as OUT_DIR/<last URL segment>, unquoted
+            if os.sep in rel or not re.fullmatch(r"[A-Za-z0-9._+-]+", rel):
+                raise UsageError(
+                    f"{user_name}: --paths download: {rel} cannot come through KServe's http "
+                    "storage as it is (one flat directory, plain file names)"
+                )
     runs: list[Run] = [] if runs_out is None else runs_out
     say = progress or (lambda _m: None)
     load_before = list(os.getloadavg())
