@@ -30,7 +30,8 @@ def test_readme_has_two_one_line_commands() -> None:
     demo, tests = readme_commands()
     assert demo == ".ci/install-debian-packages && pip install . && cvmfs-modelio demo"
     assert tests == (
-        ".ci/install-debian-packages test && pip install '.[test]' && python -m pytest -q tests"
+        ".ci/install-debian-packages test && pip install '.[test,kserve]' "
+        "&& python -m pytest -q tests"
     )
 
 
@@ -182,7 +183,8 @@ HEAVY = re.compile(
 def test_test_extra_pulls_no_torch_or_cuda() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for req in [*meta["dependencies"], *meta["optional-dependencies"]["test"]]:
+    extras = meta["optional-dependencies"]
+    for req in [*meta["dependencies"], *extras["test"], *extras["kserve"]]:
         name = re.split(r"[\s<>=!~\[;]", req, maxsplit=1)[0].lower().replace("_", "-")
         assert not HEAVY.match(name), f"{req}: pulls torch/CUDA (gigabytes) into the test venv"
 

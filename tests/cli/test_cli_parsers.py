@@ -84,6 +84,7 @@ def _kind(action: argparse.Action) -> str | None:
 
 SIZE_OPTIONS = [(p, a) for p, _, a in OPTIONS if _kind(a) == "size"]
 BANDWIDTH_OPTIONS = [(p, a) for p, _, a in OPTIONS if _kind(a) == "bandwidth"]
+BANDWIDTH_LIST_OPTIONS = [(p, a) for p, _, a in OPTIONS if _kind(a) == "bandwidth list"]
 
 
 def test_size_and_bandwidth_options_are_found() -> None:
@@ -93,7 +94,8 @@ def test_size_and_bandwidth_options_are_found() -> None:
     bws = {(" ".join(p), a.option_strings[-1]) for p, a in BANDWIDTH_OPTIONS}
     # Every option named like a bandwidth parses through the one bandwidth parser.
     named = {(" ".join(p), a.option_strings[-1]) for p, _, a in OPTIONS if "bandwidth" in a.dest}
-    assert named == bws
+    lists = {(" ".join(p), a.option_strings[-1]) for p, a in BANDWIDTH_LIST_OPTIONS}
+    assert named == bws | lists
     assert bws >= {
         ("analyze", "--bandwidth"),
         ("sweep", "--bandwidth"),
@@ -140,6 +142,22 @@ def test_bandwidths_parse_identically_everywhere(
         assert conv(text) == 100 << 20 == parse_bandwidth(text), text
     assert conv("0") == 0
     for bad in ("100MB/s", "100MB", "fast", "100MiB/h", "1/2/3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            conv(bad)
+
+
+@pytest.mark.parametrize(
+    ("path", "action"),
+    BANDWIDTH_LIST_OPTIONS,
+    ids=[" ".join(p) for p, a in BANDWIDTH_LIST_OPTIONS],
+)
+def test_bandwidth_lists_parse_each_entry_as_one_bandwidth(
+    path: tuple[str, ...], action: argparse.Action
+) -> None:
+    conv = action.type
+    assert callable(conv)
+    assert conv("100MiB/s, 0,104857600") == (100 << 20, 0, 100 << 20)
+    for bad in ("100MB/s", "100MiB/s,", "fast,0", "1/2/3"):
         with pytest.raises(argparse.ArgumentTypeError):
             conv(bad)
 

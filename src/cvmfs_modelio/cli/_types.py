@@ -105,3 +105,16 @@ def min_avg_max() -> Converter:
     from cvmfs_modelio.chunks.layouts import parse_min_avg_max
 
     return Converter("MIN/AVG/MAX", lambda t: parse_min_avg_max(t, _WHAT))
+
+
+def comma_list(item: Converter) -> Converter:
+    """A comma-separated list of ``item`` values (``0,10,25``; ``100MiB/s,10MiB/s``), each
+    parsed by ``item`` exactly as a single value is; a tuple, in the order given."""
+
+    def parse(text: str) -> tuple[Any, ...]:
+        parts = [p.strip() for p in text.split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"{text!r}: empty entry in the list")
+        return tuple(item(p) for p in parts)
+
+    return Converter(f"{item.kind} list", parse)
