@@ -198,3 +198,33 @@ def test_external_data_outside_the_model_dir_is_refused(tmp_path: Path) -> None:
         "model's directory (refused)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_one_line_errors(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src = tmp_path / "m.onnx"
+    corpus.make("mlp-onnx-ext", src, size_bytes=1 * MIB)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cvmfs_modelio.cli", "prepare", *args],
+            capture_output=True,
+            text=True,
+        )
+
+    r = cli(str(src), str(tmp_path / "o"), "--align", "3000")
+    assert (r.returncode, r.stderr) == (
+        2,
+        "cvmfs-modelio: --align: 3000 is not a power of two (4KiB or 64KiB)\n",
+    )
+    r = cli(str(src), str(tmp_path / "o"), "--order", "foo")
+    assert r.returncode == 2 and r.stderr == (
+        "cvmfs-modelio: --order: 'foo' is not trace:TRACE (a tracer output)\n"
+    )
+    r = cli(str(src), str(tmp_path / "o"), "--external-data", "--align", "64KiB", "--bundle")
+    assert r.returncode == 0, r.stderr
+    assert "ONNX Runtime: 1 output(s) bit-identical to" in r.stdout
+    assert sorted(os.listdir(tmp_path / "o")) == [".cvmfsbundle-m.onnx", "m.onnx", "m.onnx.data"]
+    assert not (tmp_path / "o2").exists()
