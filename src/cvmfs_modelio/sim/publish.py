@@ -535,20 +535,18 @@ def _run(
     return res
 
 
-BUNDLE_PREFIX = ".cvmfsbundle-"
-
-
 def bundle_triggers(entries: list[_SrcEntry]) -> set[str]:
     """Paths of regular files with a ``.cvmfsbundle-<name>`` spec beside them: the publisher
     links each spec to its trigger, as CVMFS 2.14 does (the client's ``bundle_trigger``)."""
+    from cvmfs_modelio.deploy.bundlespec import trigger_of
+
     files = {e.path for e in entries if stat.S_ISREG(e.st.st_mode)}
     out = set()
     for p in files:
         d, _, name = p.rpartition("/")
-        if name.startswith(BUNDLE_PREFIX) and len(name) > len(BUNDLE_PREFIX):
-            target = f"{d}/{name[len(BUNDLE_PREFIX) :]}"
-            if target in files:
-                out.add(target)
+        trigger = trigger_of(name)
+        if trigger is not None and f"{d}/{trigger}" in files:
+            out.add(f"{d}/{trigger}")
     return out
 
 
