@@ -48,7 +48,7 @@ def test_every_library_cmake_looks_for_is_in_the_list() -> None:
     for cm in [ROOT / "CMakeLists.txt", *ROOT.glob("csrc/*/CMakeLists.txt")]:
         for m in re.finditer(r"pkg_check_modules\(\s*\w+\s+[^)]*?(\S+)\s*\)", cm.read_text()):
             modules.add(m[1])
-    assert modules == {"fuse3", "libcurl", "sqlite3", "zlib", "libcrypto"}
+    assert modules == {"fuse3", "libcurl", "sqlite3", "zlib", "libcrypto", "jsoncpp"}
     listed = {c[3:] for _p, g, checks in debian_packages() if g == "build" for c in checks}
     assert modules <= listed
 

@@ -180,6 +180,7 @@ Catalog::Catalog(const std::string& db_path) {
       done[k] = true;
     }
   }
+  for (std::size_t i = 1; i < entries_.size(); ++i) by_path_.emplace(entries_[i].path, i);
 
   {
     Stmt st = prepare(db.get(),

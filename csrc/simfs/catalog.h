@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace simfs {
@@ -25,6 +26,7 @@ enum : std::int64_t {
   kFlagFile = 4,
   kFlagLink = 8,
   kFlagChunked = 64,
+  kFlagBundleTrigger = 1 << 20,  // ours: a `.cvmfsbundle-<name>` spec sits next to it
 };
 
 struct Entry {
@@ -48,6 +50,7 @@ struct Entry {
   bool is_link() const { return (flags & kFlagLink) != 0; }
   bool is_regular() const { return (flags & kFlagFile) != 0; }
   bool is_chunked() const { return (flags & kFlagChunked) != 0 && !chunks.empty(); }
+  bool is_bundle_trigger() const { return (flags & kFlagBundleTrigger) != 0 && is_regular(); }
   bool compressed() const { return ((flags >> 11) & 7) == 0; }
 };
 
@@ -59,6 +62,11 @@ class Catalog {
   const Entry* get(std::uint64_t ino) const {
     return (ino >= 1 && ino < entries_.size()) ? &entries_[ino] : nullptr;
   }
+  // The entry of repository path `path` ("" the root, else "/a/b"), or nullptr.
+  const Entry* find(const std::string& path) const {
+    const auto it = by_path_.find(path);
+    return it == by_path_.end() ? nullptr : &entries_[it->second];
+  }
   std::size_t size() const { return entries_.size() - 1; }  // entries, root included
   std::int64_t total_bytes() const { return total_bytes_; }
   const std::map<std::string, std::string>& properties() const { return props_; }
@@ -67,6 +75,7 @@ class Catalog {
  private:
   std::vector<Entry> entries_;  // index = inode number; [0] unused, [1] the root
   std::map<std::string, std::string> props_;
+  std::unordered_map<std::string, std::uint64_t> by_path_;
   std::int64_t total_bytes_ = 0;
 };
 

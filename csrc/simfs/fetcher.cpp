@@ -71,6 +71,10 @@ std::string Counters::render() const {
   line("cvmfs.no_open_files", no_open_files.load(), "Number of currently opened files");
   line("cmio.cost_per_mib_ns", cost_per_mib_ns, "Calibrated residual per MiB fetched (ns)");
   line("cmio.cost_per_object_ns", cost_per_object_ns, "Calibrated residual per object fetched (ns)");
+  line("cmio.n_bundle_bad_specs", n_bundle_bad_specs.load(), "Bundle specs that did not parse");
+  line("cmio.n_bundle_deps", n_bundle_deps.load(), "Bundle dependencies prefetched");
+  line("cmio.n_bundle_missing", n_bundle_missing.load(), "Bundle dependencies not in the catalog");
+  line("cmio.n_bundle_triggers", n_bundle_triggers.load(), "Bundle triggers opened");
   line("cmio.n_cleanups", n_cleanups.load(), "Number of cache cleanups (SIGUSR1)");
   line("cmio.n_prefetch", n_prefetch.load(), "Number of chunks queued for prefetch");
   line("cmio.n_quota_transactions", quota != nullptr ? quota->transactions() : 0,

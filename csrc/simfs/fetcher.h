@@ -38,6 +38,10 @@ struct Counters {
   std::atomic<std::int64_t> transfer_time_ms{0};   // download.sz_transfer_time (ms)
   std::atomic<std::int64_t> n_prefetch{0};         // cmio.n_prefetch (ours)
   std::atomic<std::int64_t> n_cleanups{0};         // cmio.n_cleanups (ours)
+  std::atomic<std::int64_t> n_bundle_triggers{0};  // cmio.n_bundle_triggers (ours)
+  std::atomic<std::int64_t> n_bundle_deps{0};      // cmio.n_bundle_deps (ours)
+  std::atomic<std::int64_t> n_bundle_missing{0};   // cmio.n_bundle_missing (ours)
+  std::atomic<std::int64_t> n_bundle_bad_specs{0}; // cmio.n_bundle_bad_specs (ours)
   std::atomic<std::int64_t> n_fs_dir_open{0};      // cvmfs.n_fs_dir_open
   std::atomic<std::int64_t> no_open_files{0};      // cvmfs.no_open_files (user.usedfd)
   std::atomic<std::int64_t> no_open_dirs{0};       // cvmfs.no_open_dirs (user.useddirp)

@@ -1,12 +1,14 @@
 // cmio-simfs: a read-only FUSE client for an emulated CVMFS store that behaves like the
 // real cvmfs2 client (cvmfs-facts.md §2-3): an unchunked file is downloaded whole at
-// open(), a chunked file chunk by chunk on read (no prefetch unless --prefetch N),
+// open(), a chunked file chunk by chunk on read (no prefetch unless --prefetch N; file
+// bundles only with --prefetch-filebundles, off by default as CVMFS_PREFETCH_FILEBUNDLES),
 // every object verified against its SHA-1, decompressed objects cached on local disk.
 //
 //   cmio-simfs URL MOUNTPOINT --cache DIR [--proxy URL] [--parallel N] [--prefetch N]
 //              [--timeout S] [--timeout-direct S] [--retries N] [--log FILE]
 //              [--client-profile cvmfs-2.12|fast] [--cost-per-object-us X]
 //              [--cost-per-mib-us X] [--ready-fd FD]
+//              [--prefetch-filebundles] [--bundle-pool-size N]
 //
 // Runs in the foreground until unmounted or SIGINT/SIGTERM; SIGUSR1 empties the cache
 // (except the pinned catalog) and drops the kernel page cache of every file.  The cache
@@ -40,6 +42,7 @@
 #include <thread>
 #include <vector>
 
+#include "bundle.h"
 #include "catalog.h"
 #include "common/unique_fd.h"
 #include "eventlog.h"
@@ -65,6 +68,8 @@ struct Options {
   int retries = 1;
   int ready_fd = -1;
   bool splice = true;
+  bool prefetch_filebundles = false;  // CVMFS_PREFETCH_FILEBUNDLES (default off)
+  int bundle_pool_size = 8;           // CVMFS_BUNDLE_POOL_SIZE (upstream default 8)
   ClientProfile profile;
   double cost_per_object_us = -1;  // < 0: the profile's value
   double cost_per_mib_us = -1;
@@ -89,6 +94,7 @@ struct Fs {
   std::unique_ptr<EventLog> log;
   std::unique_ptr<Fetcher> fetcher;
   std::unique_ptr<Catalog> catalog;
+  std::unique_ptr<BundleMgr> bundles;  // --prefetch-filebundles only
   std::string catalog_cache_path;
   XattrEnv xenv;
   LogBuffer logbuf;
@@ -304,6 +310,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   g_fs->counters.n_fs_open.fetch_add(1);
+  // Queued before the trigger's own download, so the dependencies come in parallel with
+  // it; scheduling never blocks (a full queue drops the request, as upstream).
+  if (g_fs->bundles && e->is_bundle_trigger()) g_fs->bundles->schedule_trigger(e->path);
   auto h = std::make_unique<Handle>();
   h->entry = e;
   if (!e->is_chunked()) {
@@ -524,6 +533,10 @@ Options parse_args(int argc, char** argv) {
       o.retries = static_cast<int>(parse_long(a, val(), 0, 100));
     } else if (a == "--ready-fd") {
       o.ready_fd = static_cast<int>(parse_long(a, val(), 0, 1 << 20));
+    } else if (a == "--prefetch-filebundles") {
+      o.prefetch_filebundles = true;
+    } else if (a == "--bundle-pool-size") {
+      o.bundle_pool_size = static_cast<int>(parse_long(a, val(), 1, 256));
     } else if (a == "--no-splice") {
       o.splice = false;
     } else if (a == "--timeout" || a == "--timeout-direct") {
@@ -741,6 +754,10 @@ int run(int argc, char** argv) {
   }
   load_repository(&fs);
   fs.xenv.catalog = fs.catalog.get();
+  if (fs.opt.prefetch_filebundles) {
+    fs.bundles = std::make_unique<BundleMgr>(fs.catalog.get(), fs.fetcher.get(), &fs.counters,
+                                             static_cast<std::size_t>(fs.opt.bundle_pool_size));
+  }
 
   fuse_lowlevel_ops ops{};
   ops.init = op_init;
@@ -785,6 +802,7 @@ int run(int argc, char** argv) {
 
   pthread_kill(ctl_thread.native_handle(), SIGUSR2);
   ctl_thread.join();
+  fs.bundles.reset();  // queued prefetches are dropped; one in flight finishes first
 
   // libfuse reports the signal that ended the loop: SIGINT/SIGTERM/SIGHUP are a clean stop.
   int rc = (loop_rc == 0 || loop_rc == SIGINT || loop_rc == SIGTERM || loop_rc == SIGHUP) ? 0 : 1;

@@ -67,6 +67,7 @@ const std::map<std::string, Flavor>& magic_names() {
       {"user.compression", Flavor::kRegular},
       {"user.direct_io", Flavor::kRegular},
       {"user.external_file", Flavor::kRegular},
+      {"user.bundle_trigger", Flavor::kRegular},
       {"user.rawlink", Flavor::kSymlink},
       {"user.authz", Flavor::kHidden},
       {"user.external_url", Flavor::kHidden},
@@ -119,6 +120,10 @@ std::vector<std::string> pages_of(const XattrEnv& env, const Entry& e, const std
   if (name == "user.compression") {
     if (!e.is_regular()) return {};
     return one(e.compressed() ? "zlib" : "none");
+  }
+  if (name == "user.bundle_trigger") {
+    if (!e.is_regular()) return {};
+    return one(e.is_bundle_trigger() ? "1" : "0");
   }
   if (name == "user.external_file" || name == "user.direct_io") {
     if (!e.is_regular()) return {};

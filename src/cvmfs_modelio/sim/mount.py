@@ -80,6 +80,8 @@ class MountOptions:
     client_profile: str = DEFAULT_PROFILE
     cost_per_object_us: float | None = None
     cost_per_mib_us: float | None = None
+    prefetch_filebundles: bool = False  # CVMFS_PREFETCH_FILEBUNDLES, off by default
+    bundle_pool_size: int = 8  # CVMFS_BUNDLE_POOL_SIZE (upstream default)
 
     def validate(self) -> None:
         if self.rtt_ms < 0:
@@ -96,6 +98,8 @@ class MountOptions:
             raise UsageError(f"--timeout-direct: {self.timeout_direct_s} s is not in (0, 3600]")
         if not 0 <= self.retries <= 100:
             raise UsageError(f"--retries: {self.retries} is not in [0, 100]")
+        if not 1 <= self.bundle_pool_size <= 256:
+            raise UsageError(f"--bundle-pool-size: {self.bundle_pool_size} is not in [1, 256]")
         if self.client_profile not in CLIENT_PROFILES:
             raise UsageError(
                 f"--client-profile: {self.client_profile!r} is not one of "
@@ -436,6 +440,8 @@ class SimMount:
             argv += ["--cost-per-object-us", repr(float(o.cost_per_object_us))]
         if o.cost_per_mib_us is not None:
             argv += ["--cost-per-mib-us", repr(float(o.cost_per_mib_us))]
+        if o.prefetch_filebundles:
+            argv += ["--prefetch-filebundles", "--bundle-pool-size", str(o.bundle_pool_size)]
         if o.proxy:
             argv += ["--proxy", o.proxy]
         if o.log is not None:

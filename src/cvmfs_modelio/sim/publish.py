@@ -37,6 +37,7 @@ from cvmfs_modelio.sim.store import (
     COMPRESSION_CODES,
     DATA,
     DEFAULT_REPO,
+    FLAG_BUNDLE_TRIGGER,
     FLAG_CHUNKED,
     FLAG_COMPRESSION_SHIFT,
     FLAG_DIR,
@@ -105,6 +106,7 @@ class PublishResult:
     chunks: int = 0
     directories: int = 0
     symlinks: int = 0
+    bundle_triggers: int = 0  # files linked to a .cvmfsbundle-<name> spec beside them
     bytes_in: int = 0
     objects_referenced: int = 0
     objects_new: int = 0
@@ -442,6 +444,7 @@ def _run(
     cat = CatalogWriter(db_path, props)
     res = PublishResult(str(store), revision, repo, "", 0)
     writer = _ObjectWriter(store, txn, new_objects)
+    triggers = bundle_triggers(entries)
     workers = params.workers or (os.cpu_count() or 1)
     referenced: set[str] = set()
     clock = _Clock(stage_ns)
@@ -461,6 +464,9 @@ def _run(
                 res.bytes_referenced += p.stored
         chunked = len(pieces) > 1
         flags = FLAG_FILE | comp_flags | (FLAG_CHUNKED if chunked else 0)
+        if e.path in triggers:
+            flags |= FLAG_BUNDLE_TRIGGER
+            res.bundle_triggers += 1
         cat.add(
             _entry(e, flags, None if chunked else pieces[0].hash),
             [Chunk(p.offset, p.size, p.hash) for p in pieces] if chunked else None,
@@ -533,6 +539,21 @@ def _run(
     res.catalog_hash = chash
     res.catalog_bytes = len(stored)
     return res
+
+
+def bundle_triggers(entries: list[_SrcEntry]) -> set[str]:
+    """Paths of regular files with a ``.cvmfsbundle-<name>`` spec beside them: the publisher
+    links each spec to its trigger, as CVMFS 2.14 does (the client's ``bundle_trigger``)."""
+    from cvmfs_modelio.deploy.bundlespec import trigger_of
+
+    files = {e.path for e in entries if stat.S_ISREG(e.st.st_mode)}
+    out = set()
+    for p in files:
+        d, _, name = p.rpartition("/")
+        trigger = trigger_of(name)
+        if trigger is not None and f"{d}/{trigger}" in files:
+            out.add(f"{d}/{trigger}")
+    return out
 
 
 def _chunk(e: _SrcEntry, params: PublishParams) -> list[_Piece]:

@@ -30,6 +30,7 @@ FLAG_DIR = 1
 FLAG_FILE = 4
 FLAG_LINK = 8
 FLAG_CHUNKED = 64
+FLAG_BUNDLE_TRIGGER = 1 << 20  # ours: a .cvmfsbundle-<name> spec is published next to it
 FLAG_COMPRESSION_SHIFT = 11
 COMPRESSION_CODES = {"zlib": 0, "none": 1}
 

@@ -63,6 +63,20 @@ def register(verbs: argparse._SubParsersAction[Any]) -> None:
         "--prefetch", type=int, default=0, help="chunks fetched ahead (default 0, as cvmfs2)"
     )
     p.add_argument(
+        "--prefetch-filebundles",
+        action="store_true",
+        help="CVMFS_PREFETCH_FILEBUNDLES=yes: opening a file with a .cvmfsbundle-<name> spec "
+        "beside it prefetches the files it lists on a pool of fetchers, without blocking the "
+        "open (CVMFS 2.14; default off, as upstream)",
+    )
+    p.add_argument(
+        "--bundle-pool-size",
+        type=T.number(int, 1, 256),
+        default=8,
+        metavar="N",
+        help="bundle prefetch threads, CVMFS_BUNDLE_POOL_SIZE",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=5.0,
@@ -116,6 +130,8 @@ def options_from_args(args: argparse.Namespace) -> MountOptions:
         client_profile=args.client_profile,
         cost_per_object_us=args.cost_per_object_us,
         cost_per_mib_us=args.cost_per_mib_us,
+        prefetch_filebundles=args.prefetch_filebundles,
+        bundle_pool_size=args.bundle_pool_size,
     )
     opts.validate()
     return opts

@@ -97,7 +97,8 @@ def format_result(r: PublishResult) -> str:
     lines = [
         f"published revision {r.revision} of {r.repository} into {r.store}",
         f"  {r.files} files ({r.chunked_files} chunked into {r.chunks} chunks), "
-        f"{r.directories} directories, {r.symlinks} symlinks, {fmt_bytes(r.bytes_in)} in",
+        f"{r.directories} directories, {r.symlinks} symlinks, {fmt_bytes(r.bytes_in)} in"
+        + (f", {r.bundle_triggers} bundle trigger(s)" if r.bundle_triggers else ""),
         f"  objects: {r.objects_referenced} referenced ({fmt_bytes(r.bytes_referenced)} stored), "
         f"{r.objects_new} new",
         f"  bytes added: {r.bytes_added} ({fmt_bytes(r.bytes_added)}) + catalog "

@@ -1,0 +1,1 @@
+"""Deployment tools: plan a publication, prepare a model for CVMFS, file bundles, pre-warming."""
