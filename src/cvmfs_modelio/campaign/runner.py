@@ -552,7 +552,7 @@ def _run_series(
     windows: list[_Window] = []
     layouts: dict[str, Layout] = {}
     objects: dict[str, tuple[str, int]] = {}
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     uses_log = work[0].cell.target == "emulated"
     try:
         with open_target(log_path) as m:
@@ -575,8 +575,8 @@ def _run_series(
                     end = start + row["wall_ns"] if start >= 0 else -1
                     windows.append(_Window(row, start, end, w.cell))
                     ctx.progress.advance()
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as e:
+        interrupted = e  # re-raised as it came (core.errors.Interrupted keeps its signal)
     finally:
         # Commit what finished, also on an interrupt (the mount has stopped: log complete).
         if windows:
@@ -585,8 +585,8 @@ def _run_series(
             finally:
                 log_path.unlink(missing_ok=True)
     stats.series += 1
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise interrupted
 
 
 # ------------------------------------------------------------------ targets
