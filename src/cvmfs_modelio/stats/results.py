@@ -18,9 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from cvmfs_modelio.core.errors import UsageError
-
 from cvmfs_modelio.campaign.store import SCHEMA_NAME, SCHEMA_VERSION
+from cvmfs_modelio.core.errors import UsageError
 
 SCHEMA = {"name": SCHEMA_NAME, "version": SCHEMA_VERSION}
 

@@ -194,7 +194,9 @@ def validate(
         raise UsageError("--validate-rtt: every RTT given was used in the fit; give others")
     if store is not None and Path(store).exists():
         raise UsageError(f"--validate-store {store}: exists (give a new directory)")
-    say = progress if progress is None or hasattr(progress, "status") else _SayProgress(progress)
+    say: Any = (
+        progress if progress is None or hasattr(progress, "status") else _SayProgress(progress)
+    )
     with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-validate-", dir=workdir) as tmp:
         work = Path(tmp)
         # a kept store keeps its models beside it (its rows name their files)
@@ -205,7 +207,7 @@ def validate(
         if seen:
             raise UsageError(f"--validate-model {seen[0]}: this model was used in the fit")
         answers = {a.family: a for a in rec.families}
-        for f, v in zip(files, vms, strict=True):
+        for v in vms:
             if v.family not in answers:
                 raise UsageError(
                     f"--validate-model {v.path}: family {v.family!r} has no answer in the "
@@ -256,5 +258,7 @@ def _chunk_config(c: Config) -> Any:
     from cvmfs_modelio.campaign.experiments import ChunkConfig
 
     return (
-        ChunkConfig.chunked(c.min_size, c.avg_size, c.max_size) if c.chunking else ChunkConfig.whole()
+        ChunkConfig.chunked(c.min_size, c.avg_size, c.max_size)
+        if c.chunking
+        else ChunkConfig.whole()
     )
