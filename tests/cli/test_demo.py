@@ -96,8 +96,9 @@ def test_quick_demo_ends_with_the_verdict_and_a_report(
     ]
     (vline,) = [ln for ln in tail if ln.startswith("  validation: ")]
     assert f"median |error| {100 * val['median_abs_rel_err']:.1f}%" in vline
-    (pline,) = [ln for ln in tail if ln.startswith("  prefetch (predicted; cvmfs2 has none): ")]
-    assert pline.endswith(doc["prefetch_finding"])
+    i = tail.index("  prefetch (predicted by the fit; cvmfs2 has none):")
+    (finding,) = doc["prefetch_finding"]
+    assert tail[i + 1] == f"    {finding}" and finding.startswith("mlp: depth ")
     html = Path(doc["report"]["html"])
     assert f"  report: {html}" in tail and html == (out / "report" / "report.html").resolve()
     assert html.stat().st_size > 10_000 and (out / MARKER).is_file()
@@ -125,7 +126,7 @@ def test_without_fuse_demo_says_why_and_still_probes(
     text = capsys.readouterr().out
     assert "Local disk: probe patterns" in text
     reason = f"{missing} does not exist (no FUSE in this kernel or container)"
-    assert text.splitlines()[-3] == f"Emulated CVMFS: not run: {reason}"
+    assert text.splitlines()[-1] == f"Emulated CVMFS: not run: {reason}"
     doc = json.loads(out.read_text())
     assert doc["cvmfs"] == {"skipped": reason} and len(doc["rows"]) == 18
     assert doc["complete"] is True

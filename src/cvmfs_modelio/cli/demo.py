@@ -339,7 +339,8 @@ def run(args: argparse.Namespace) -> int:
             )
         raise
     payload["wall_s"] = time.monotonic() - t0
-    print(f"\ndemo took {payload['wall_s']:.0f} s (load average {_loadavg()})")
+    if "results" in payload:
+        print(f"\ndemo took {payload['wall_s']:.0f} s (load average {_loadavg()})")
     if args.json_out is not None:
         write_json(
             args.json_out, {**payload, "complete": True}, schema="demo", version=DEMO_SCHEMA_VERSION
@@ -551,6 +552,8 @@ def _campaign(args: argparse.Namespace, plan: Plan, out: Path, payload: dict[str
     for line in format_verdicts(vs):
         print(f"  {line}")
     print(f"  validation: {format_validation_line(val)}")
-    print(f"  prefetch (predicted; cvmfs2 has none): {payload['prefetch_finding']}")
+    print("  prefetch (predicted by the fit; cvmfs2 has none):")
+    for line in payload["prefetch_finding"]:
+        print(f"    {line}")
     print(f"  report: {payload['report']['html']}")
     print(f"  results store: {results} (cvmfs-modelio recommend/report read it)")

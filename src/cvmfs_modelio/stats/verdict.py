@@ -82,7 +82,13 @@ def _predicted(
 
 
 def model_verdict(fit: CostModelFit, fa: FamilyAnswer, model: str, rec: Recommendation) -> Any:
-    best = _measured(fit, model, fa.best, rec)
+    """The model under the family's best configuration against the defaults.
+
+    A family whose files are all below the minimum chunk size is stored as one object per
+    file under every configuration: its numbers are the defaults' and the gain is noise by
+    construction (whatever two measurements of identical objects differ by)."""
+    irrelevant = fa.kind == "chunking-irrelevant"
+    best = _measured(fit, model, DEFAULT_CONFIG if irrelevant else fa.best, rec)
     default = _measured(fit, model, DEFAULT_CONFIG, rec)
     if best is not None and default is not None:
         b = (
@@ -97,14 +103,22 @@ def model_verdict(fit: CostModelFit, fa: FamilyAnswer, model: str, rec: Recommen
         )
         n = int(min(best["n"], default["n"]))
         basis = "measured"
-        noise = fa.best == DEFAULT_CONFIG or (b[2] >= d[1] and d[2] >= b[1])
+        ci = fa.gain_ci
+        noise = (
+            irrelevant
+            or fa.best == DEFAULT_CONFIG
+            or (b[2] >= d[1] and d[2] >= b[1])  # the repetitions' ranges overlap
+            or (ci is not None and ci[0] <= 0.0 <= ci[1])  # the fit cannot tell them apart
+        )
     else:
-        b = _predicted(fit, model, fa.best, rec)
+        b = _predicted(fit, model, DEFAULT_CONFIG if irrelevant else fa.best, rec)
         d = _predicted(fit, model, DEFAULT_CONFIG, rec)
         n = 0
         basis = "predicted"
         ci = fa.gain_ci
-        noise = fa.best == DEFAULT_CONFIG or (ci is not None and ci[0] <= 0.0 <= ci[1])
+        noise = (
+            irrelevant or fa.best == DEFAULT_CONFIG or (ci is not None and ci[0] <= 0.0 <= ci[1])
+        )
     return ModelVerdict(model, basis, *b, *d, n, 1.0 - b[0] / d[0] if d[0] else 0.0, noise)
 
 
@@ -122,10 +136,12 @@ def _ms(ns: float) -> str:
     return units.fmt_ns(ns)
 
 
-def format_model(v: ModelVerdict) -> str:
+def format_model(v: ModelVerdict, irrelevant: bool = False) -> str:
     spread = f"{_ms(v.best_lo_ns)} .. {_ms(v.best_hi_ns)}"
     what = f"min .. max of {v.n} cold loads" if v.basis == "measured" else "95% interval, predicted"
-    if v.within_noise:
+    if irrelevant:
+        gain = "the same objects under every configuration: no gain to be had"
+    elif v.within_noise:
         gain = f"vs {_ms(v.default_ns)} at the defaults: within noise"
     else:
         faster = "faster" if v.gain > 0 else "SLOWER"
@@ -143,13 +159,14 @@ def format_verdicts(fvs: list[FamilyVerdict]) -> list[str]:
         else:
             head = "publish unchunked" if fv.best == "unchunked" else f"publish with {fv.best}"
         lines.append(f"{fv.family}: {head}")
-        lines += [f"  {format_model(m)}" for m in fv.models]
+        irrelevant = fv.kind == "chunking-irrelevant"
+        lines += [f"  {format_model(m, irrelevant)}" for m in fv.models]
         lines += [f"  server.conf: {ln}" for ln in fv.server_conf]
     return lines
 
 
-def prefetch_finding(rec: Recommendation) -> str:
-    """One line per family with a chunked answer: what client-side prefetch would buy."""
+def prefetch_finding(rec: Recommendation) -> list[str]:
+    """One line per family with chunked files: what client-side prefetch would buy."""
     parts = []
     for fa in rec.families:
         if not fa.prefetch or fa.kind == "chunking-irrelevant":
@@ -158,12 +175,12 @@ def prefetch_finding(rec: Recommendation) -> str:
         dflt = max(fa.prefetch, key=lambda d: d["default_saving"])
         unch = fa.prefetch[0]["unchunked_ns"]
         parts.append(
-            f"{fa.family}: depth {top['depth']} would cut a cold load at "
-            f"{top['small_chunks']} chunks by {100 * top['small_saving']:.0f}% "
-            f"({_ms(top['small_ns'])}), at the defaults by {100 * dflt['default_saving']:.0f}% "
-            f"(depth {dflt['depth']}, {_ms(dflt['default_ns'])}); unchunked takes {_ms(unch)}"
+            f"{fa.family}: depth {top['depth']} cuts a cold load at {top['small_chunks']} chunks "
+            f"by {100 * top['small_saving']:.0f}% to {_ms(top['small_ns'])}; at the defaults "
+            f"depth {dflt['depth']} cuts {100 * dflt['default_saving']:.0f}% to "
+            f"{_ms(dflt['default_ns'])}; unchunked without prefetch: {_ms(unch)}"
         )
-    return "; ".join(parts) if parts else "no family with chunked files to prefetch"
+    return parts or ["no family with chunked files to prefetch"]
 
 
 def format_validation_line(v: Any) -> str:
