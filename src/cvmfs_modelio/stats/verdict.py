@@ -4,9 +4,9 @@ For every family answer of a :class:`~cvmfs_modelio.stats.recommend.Recommendati
 configuration, each model's time to first inference under it with its spread, and the gain
 over the defaults (4/8/16 MiB), or "within noise".  Where both the best configuration and the
 defaults were measured at the recommendation's scenario (RTT, bandwidth, prefetch), the numbers
-are the measured cold loads (median, min..max over the repetitions) and the gain is "within
-noise" when the two ranges overlap; otherwise they are the fit's predictions with the 95%
-bootstrap interval, and the gain is within noise when its interval contains zero.  Times in ns.
+are the measured cold loads (median, min..max over the repetitions); otherwise the fit's
+predictions with their 95% bootstrap interval.  Beside it, the fit's predicted gain with its
+interval; "within noise" as :func:`model_verdict` says.  Times in ns.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ class ModelVerdict:
     default_lo_ns: float
     default_hi_ns: float
     n: int  # cold loads behind each measured number (0 when predicted)
-    gain: float  # 1 - best / default
+    gain: float  # 1 - best / default, of the numbers above
+    predicted_gain: float  # the same from the fit (one warm baseline for both: no drift)
+    predicted_gain_lo: float  # its 95% bootstrap interval
+    predicted_gain_hi: float
     within_noise: bool
 
 
@@ -81,15 +84,35 @@ def _predicted(
     return mid, mid, mid
 
 
+def _predicted_gain(
+    fit: CostModelFit, model: str, best: Config, rec: Recommendation
+) -> tuple[float, float, float]:
+    sc = rec.scenario
+    args = (sc.rtt_ns, sc.bandwidth, sc.prefetch, sc.parallel)
+    g = 1.0 - fit.predict_ns(model, best, *args) / fit.predict_ns(model, DEFAULT_CONFIG, *args)
+    if len(fit.bootstrap) < 10:
+        return g, g, g
+    b = fit.predict_boot_ns(model, best, *args)
+    d = fit.predict_boot_ns(model, DEFAULT_CONFIG, *args)
+    lo, hi = np.percentile(1.0 - b / d, [2.5, 97.5])
+    return g, float(lo), float(hi)
+
+
 def model_verdict(fit: CostModelFit, fa: FamilyAnswer, model: str, rec: Recommendation) -> Any:
     """The model under the family's best configuration against the defaults.
 
     A family whose files are all below the minimum chunk size is stored as one object per
     file under every configuration: its numbers are the defaults' and the gain is noise by
-    construction (whatever two measurements of identical objects differ by)."""
+    construction.  Otherwise the gain is within noise when the fit's 95% interval of it
+    contains zero, or (measured) when the repetitions' ranges overlap or the measured gain
+    and the fit's disagree in sign: measured cells are minutes apart on a shared machine,
+    the fit compares configurations on one warm baseline."""
     irrelevant = fa.kind == "chunking-irrelevant"
-    best = _measured(fit, model, DEFAULT_CONFIG if irrelevant else fa.best, rec)
+    cfg = DEFAULT_CONFIG if irrelevant else fa.best
+    best = _measured(fit, model, cfg, rec)
     default = _measured(fit, model, DEFAULT_CONFIG, rec)
+    pg = _predicted_gain(fit, model, cfg, rec)
+    noise = irrelevant or cfg == DEFAULT_CONFIG or pg[1] <= 0.0 <= pg[2]
     if best is not None and default is not None:
         b = (
             float(best["measured_ns"]),
@@ -103,23 +126,15 @@ def model_verdict(fit: CostModelFit, fa: FamilyAnswer, model: str, rec: Recommen
         )
         n = int(min(best["n"], default["n"]))
         basis = "measured"
-        ci = fa.gain_ci
-        noise = (
-            irrelevant
-            or fa.best == DEFAULT_CONFIG
-            or (b[2] >= d[1] and d[2] >= b[1])  # the repetitions' ranges overlap
-            or (ci is not None and ci[0] <= 0.0 <= ci[1])  # the fit cannot tell them apart
-        )
+        gain = 1.0 - b[0] / d[0] if d[0] else 0.0
+        noise = noise or (b[2] >= d[1] and d[2] >= b[1]) or (gain > 0) != (pg[0] > 0)
     else:
-        b = _predicted(fit, model, DEFAULT_CONFIG if irrelevant else fa.best, rec)
+        b = _predicted(fit, model, cfg, rec)
         d = _predicted(fit, model, DEFAULT_CONFIG, rec)
         n = 0
         basis = "predicted"
-        ci = fa.gain_ci
-        noise = (
-            irrelevant or fa.best == DEFAULT_CONFIG or (ci is not None and ci[0] <= 0.0 <= ci[1])
-        )
-    return ModelVerdict(model, basis, *b, *d, n, 1.0 - b[0] / d[0] if d[0] else 0.0, noise)
+        gain = pg[0]
+    return ModelVerdict(model, basis, *b, *d, n, gain, *pg, noise)
 
 
 def verdicts(fit: CostModelFit, rec: Recommendation) -> list[FamilyVerdict]:
@@ -139,13 +154,22 @@ def _ms(ns: float) -> str:
 def format_model(v: ModelVerdict, irrelevant: bool = False) -> str:
     spread = f"{_ms(v.best_lo_ns)} .. {_ms(v.best_hi_ns)}"
     what = f"min .. max of {v.n} cold loads" if v.basis == "measured" else "95% interval, predicted"
+    pred = (
+        f"predicted {100 * v.predicted_gain:+.0f}% [{100 * v.predicted_gain_lo:+.0f}%, "
+        f"{100 * v.predicted_gain_hi:+.0f}%]"
+    )
     if irrelevant:
         gain = "the same objects under every configuration: no gain to be had"
     elif v.within_noise:
-        gain = f"vs {_ms(v.default_ns)} at the defaults: within noise"
+        measured = f"measured {100 * v.gain:+.0f}%, " if v.basis == "measured" else ""
+        gain = f"vs {_ms(v.default_ns)} at the defaults: within noise ({measured}{pred})"
     else:
-        faster = "faster" if v.gain > 0 else "SLOWER"
-        gain = f"{100 * abs(v.gain):.0f}% {faster} than the defaults ({_ms(v.default_ns)})"
+        faster = "faster" if v.gain > 0 else "slower"
+        how = "measured; " if v.basis == "measured" else ""
+        gain = (
+            f"{100 * abs(v.gain):.0f}% {faster} than the defaults ({_ms(v.default_ns)}; "
+            f"{how}{pred})"
+        )
     return f"{v.model}: {_ms(v.best_ns)} to first inference ({spread}, {what}); {gain}"
 
 
