@@ -152,8 +152,13 @@ def _ms(ns: float) -> str:
 
 
 def format_model(v: ModelVerdict, irrelevant: bool = False) -> str:
-    spread = f"{_ms(v.best_lo_ns)} .. {_ms(v.best_hi_ns)}"
-    what = f"min .. max of {v.n} cold loads" if v.basis == "measured" else "95% interval, predicted"
+    spread = f"{_ms(v.best_lo_ns)} .. {_ms(v.best_hi_ns)}, "
+    if v.basis == "predicted":
+        what = "95% interval, predicted"
+    elif v.n == 1:
+        spread, what = "", "one cold load: no spread"
+    else:
+        what = f"min .. max of {v.n} cold loads"
     pred = (
         f"predicted {100 * v.predicted_gain:+.0f}% [{100 * v.predicted_gain_lo:+.0f}%, "
         f"{100 * v.predicted_gain_hi:+.0f}%]"
@@ -170,7 +175,7 @@ def format_model(v: ModelVerdict, irrelevant: bool = False) -> str:
             f"{100 * abs(v.gain):.0f}% {faster} than the defaults ({_ms(v.default_ns)}; "
             f"{how}{pred})"
         )
-    return f"{v.model}: {_ms(v.best_ns)} to first inference ({spread}, {what}); {gain}"
+    return f"{v.model}: {_ms(v.best_ns)} to first inference ({spread}{what}); {gain}"
 
 
 def format_verdicts(fvs: list[FamilyVerdict]) -> list[str]:
