@@ -321,7 +321,11 @@ def run(args: argparse.Namespace) -> int:
         parse_configs(args.configs)  # a bad spec is one line before any work
         plan = _replace(plan, configs=args.configs)
     t0 = time.monotonic()
-    payload: dict[str, Any] = {"quick": bool(args.quick), "plan": _plan_dict(plan)}
+    payload: dict[str, Any] = {
+        "quick": bool(args.quick),
+        "plan": _plan_dict(plan),
+        "load_average_start": list(os.getloadavg()),  # judge the wall time by it
+    }
     rows: list[DemoRow] = []
     try:
         _run(args, plan, payload, rows)
@@ -339,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
             )
         raise
     payload["wall_s"] = time.monotonic() - t0
+    payload["load_average_end"] = list(os.getloadavg())
     if "results" in payload:
         print(f"\ndemo took {payload['wall_s']:.0f} s (load average {_loadavg()})")
     if args.json_out is not None:
