@@ -11,7 +11,9 @@
 //              [--prefetch-filebundles] [--bundle-pool-size N]
 //
 // Runs in the foreground until unmounted or SIGINT/SIGTERM; SIGUSR1 empties the cache
-// (except the pinned catalog) and drops the kernel page cache of every file.  The cache
+// (except the pinned catalog) and drops the kernel page cache of every file; SIGUSR2
+// writes the event log (--log) as it stands, while mounted (the final one at unmount
+// holds everything, the flushed events included).  The cache
 // directory is locked (flock on <cache>/lock) for the client's life, so a second client
 // on the same cache is refused, as cvmfs2 refuses a second instance on its workspace.
 #define FUSE_USE_VERSION 314
@@ -30,6 +32,7 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -101,6 +104,7 @@ struct Fs {
   CleanupTimes cleanups;
   fuse_session* se = nullptr;
   bool copy_replies = false;  // pread + fuse_reply_buf instead of splice
+  std::atomic<bool> stopping{false};  // the control thread's SIGUSR2 then means "return"
 };
 
 Fs* g_fs = nullptr;
@@ -648,12 +652,49 @@ void load_repository(Fs* fs) {
   }
 }
 
+// The event log's metadata: where it came from and the counters at the time of writing.
+std::string log_meta(Fs* fs, bool final) {
+  std::string counters = "{";
+  const std::string text = fs->counters.render();
+  std::size_t p = 0;
+  bool first = true;
+  while (p < text.size()) {
+    const std::size_t nl = text.find('\n', p);
+    const std::string line = text.substr(p, nl - p);
+    p = nl + 1;
+    const std::size_t a = line.find('|');
+    const std::size_t b = line.find('|', a + 1);
+    counters += (first ? "" : ",") + json_str(line.substr(0, a)) + ":" + line.substr(a + 1, b - a - 1);
+    first = false;
+  }
+  counters += "}";
+  return "{\"clock\":\"CLOCK_MONOTONIC\",\"source\":\"cmio-simfs\",\"pid\":" +
+         std::to_string(::getpid()) + ",\"url\":" + json_str(fs->opt.url) +
+         ",\"mountpoint\":" + json_str(fs->opt.mountpoint) + ",\"cache\":" + json_str(fs->opt.cache) +
+         ",\"client_profile\":" + json_str(fs->opt.profile.name) +
+         ",\"cost_per_object_ns\":" + std::to_string(fs->opt.profile.cost_per_object_ns) +
+         ",\"cost_per_mib_ns\":" + std::to_string(fs->opt.profile.cost_per_mib_ns) +
+         ",\"final\":" + (final ? "true" : "false") + ",\"counters\":" + counters + "}";
+}
+
 // SIGUSR1: empty the cache and drop the page cache of every file (cvmfs_talk cleanup 0
 // plus a page-cache drop, which the real client cannot do for other processes).
+// SIGUSR2: write the event log so far (a reader need not unmount to see it); sent by the
+// main thread after the loop has ended, it stops this thread instead.
 void control_thread(Fs* fs, sigset_t set) {
   while (true) {
     int sig = 0;
     if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGUSR2) {
+      if (fs->stopping.load()) return;
+      if (fs->opt.log.empty()) continue;
+      try {
+        fs->log->write(fs->opt.log, log_meta(fs, false));
+      } catch (const std::exception& ex) {
+        std::fprintf(stderr, "cmio-simfs: %s\n", ex.what());
+      }
+      continue;
+    }
     if (sig != SIGUSR1) return;
     fs->fetcher->cleanup(fs->catalog_cache_path);
     fs->cleanups.add(static_cast<std::int64_t>(std::time(nullptr)));
@@ -800,6 +841,7 @@ int run(int argc, char** argv) {
   fuse_remove_signal_handlers(fs.se);
   fuse_session_unmount(fs.se);
 
+  fs.stopping.store(true);
   pthread_kill(ctl_thread.native_handle(), SIGUSR2);
   ctl_thread.join();
   fs.bundles.reset();  // queued prefetches are dropped; one in flight finishes first
@@ -807,28 +849,7 @@ int run(int argc, char** argv) {
   // libfuse reports the signal that ended the loop: SIGINT/SIGTERM/SIGHUP are a clean stop.
   int rc = (loop_rc == 0 || loop_rc == SIGINT || loop_rc == SIGTERM || loop_rc == SIGHUP) ? 0 : 1;
   if (!fs.opt.log.empty()) {
-    std::string counters = "{";
-    std::string text = fs.counters.render();
-    std::size_t p = 0;
-    bool first = true;
-    while (p < text.size()) {
-      const std::size_t nl = text.find('\n', p);
-      const std::string line = text.substr(p, nl - p);
-      p = nl + 1;
-      const std::size_t a = line.find('|');
-      const std::size_t b = line.find('|', a + 1);
-      counters += (first ? "" : ",") + json_str(line.substr(0, a)) + ":" + line.substr(a + 1, b - a - 1);
-      first = false;
-    }
-    counters += "}";
-    const std::string meta = "{\"clock\":\"CLOCK_MONOTONIC\",\"source\":\"cmio-simfs\",\"pid\":" +
-                             std::to_string(::getpid()) + ",\"url\":" + json_str(fs.opt.url) +
-                             ",\"mountpoint\":" + json_str(fs.opt.mountpoint) +
-                             ",\"cache\":" + json_str(fs.opt.cache) +
-                             ",\"client_profile\":" + json_str(fs.opt.profile.name) +
-                             ",\"cost_per_object_ns\":" + std::to_string(fs.opt.profile.cost_per_object_ns) +
-                             ",\"cost_per_mib_ns\":" + std::to_string(fs.opt.profile.cost_per_mib_ns) +
-                             ",\"counters\":" + counters + "}";
+    const std::string meta = log_meta(&fs, true);
     try {
       fs.log->write(fs.opt.log, meta);
     } catch (const std::exception& ex) {

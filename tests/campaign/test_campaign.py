@@ -1,4 +1,5 @@
-"""The campaign (experiments.py) and the demo on real emulated-CVMFS mounts (root, FUSE)."""
+"""The campaign (experiments.py) on real emulated-CVMFS mounts (root, FUSE); the demo is in
+tests/cli/test_demo.py."""
 
 from __future__ import annotations
 
@@ -118,49 +119,12 @@ def test_experiment_on_a_real_cms_model(tmp_path: Path, capsys: pytest.CaptureFi
     assert "kernel" in doc["environment"]
 
 
-def test_demo_prints_both_tables_and_writes_json(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "demo.json"
-    argv = ["demo", "--size", "4MiB", "--reps", "1", "--configs", "1MiB/2MiB/4MiB"]
-    assert main([*argv, "--json", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "Local disk: probe patterns, page cache cold and warm" in text
-    assert "Emulated CVMFS (RTT 10 ms, 100.0 MiB/s): ONNX Runtime session" in text
-    lines = text.splitlines()
-    assert sum(ln.startswith("external  1/2/4 MiB") for ln in lines) == 1
-    assert sum(ln.startswith("embedded  1/2/4 MiB") for ln in lines) == 1
-    doc = json.loads(out.read_text())
-    assert len(doc["rows"]) == 3 * 3 * 2  # files x workloads x cold/warm
-    crows = doc["cvmfs"]["rows"]
-    assert [(r["model"], r["config"]) for r in crows] == [
-        ("embedded", "1/2/4 MiB"),
-        ("external", "1/2/4 MiB"),
-    ]
-    for r in crows:
-        assert r["objects_fetched"] == r["chunks_fetched"] == r["chunks_total"]
-        assert r["fetched_bytes"] == r["expected_bytes"]
-        assert r["warm_objects_fetched"] == 0
-    assert [f["path"] for f in crows[1]["files"]] == [
-        "/external/external.onnx",
-        "/external/external.onnx.data",
-    ]
-
-
-def test_without_fuse_demo_says_why_and_still_probes(
+def test_without_fuse_experiment_is_refused_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     missing = tmp_path / "no-such-fuse"
     monkeypatch.setenv(FUSE_DEVICE_ENV, str(missing))
-    out = tmp_path / "demo.json"
-    assert main(["demo", "--size", "4MiB", "--json", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "Local disk: probe patterns" in text
     reason = f"{missing} does not exist (no FUSE in this kernel or container)"
-    assert text.splitlines()[-1] == f"Emulated CVMFS: not run: {reason}"
-    doc = json.loads(out.read_text())
-    assert doc["cvmfs"] == {"skipped": reason} and len(doc["rows"]) == 18
-    # The experiment command cannot do without: one line, exit status 2.
     assert main(["experiment", "--size", "4MiB"]) == 2
     err = capsys.readouterr().err
     assert err == f"cvmfs-modelio: experiment: cannot mount the emulated CVMFS: {reason}\n"

@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cvmfs_modelio.campaign.client import effective_profile
 from cvmfs_modelio.campaign.store import ResultsStore
 from cvmfs_modelio.chunks.layouts import ChunkSpec, compute_layout
 from cvmfs_modelio.cli import main
@@ -83,7 +82,7 @@ def test_quick_campaign_measures_exactly_what_each_state_fetches(
     df = store.measurements()
     assert len(df) == 6 and len(pd.read_parquet(results / "measurements")) == 6
     assert sorted(df.groupby("cell_key")["rep"].apply(sorted).tolist()) == [[0, 1]] * 3
-    assert set(df["client_profile"]) == {effective_profile("cvmfs-2.12")}
+    assert set(df["client_profile"]) == {"cvmfs-2.12"}
     assert df["ok"].all() and (df["error"] == "").all()
     assert (df["chunks_total"] == 5).all() and (df["objects_total"] == 5).all()
     assert (df["model_bytes"] == ref.onnx.stat().st_size + ref.data.stat().st_size).all()
@@ -278,7 +277,7 @@ def test_bad_stores_and_machines_are_one_line_and_create_nothing(
     assert main(["run", str(QUICK), "-o", str(results), "--resume"]) == 2
     assert capsys.readouterr().err == (
         f"cvmfs-modelio: {results}: results store schema version 7; this cvmfs-modelio reads "
-        f"version 1 (use the version that wrote it, or a new -o)\n"
+        f"version 2 (use the version that wrote it, or a new -o)\n"
     )
     del store
     monkeypatch.setenv("CVMFS_MODELIO_FUSE_DEVICE", str(tmp_path / "no-fuse"))
@@ -396,3 +395,50 @@ def test_batch_tasks_give_the_same_cells_once_each_after_merging(tmp_path: Path)
     r = subprocess.run([*argv, "c", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr == f"cvmfs-modelio task: {bad}: not a task file (AttributeError)\n"
+
+
+def test_plugged_in_loaders_and_corpus_kinds_run_in_a_campaign(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ort.loaders.campaign_loaders()`` and ``models.corpus.campaign_model_kinds()`` plug
+    in without an edit of the runner: a corpus safetensors model read by the safetensors
+    loaders from local disk, every tensor byte in memory."""
+    import struct
+
+    from cvmfs_modelio.campaign.loaders import loader_names
+    from cvmfs_modelio.campaign.modelsrc import model_kind_names
+
+    assert {"safetensors-lazy", "safetensors-eager", "streamer"} <= set(loader_names())
+    assert {"mlp-safetensors", "minilm-onnx", "decoder-onnx-ext"} <= set(model_kind_names())
+    camp = tmp_path / "st.toml"
+    camp.write_text(
+        '[campaign]\nname = "st"\nreps = 1\n'
+        '[[models]]\nkind = "mlp-safetensors"\nsize = "2MiB"\n'
+        '[target]\nkind = "local"\n'
+        '[matrix]\ncache = ["cold", "hot"]\n'
+        'loader = ["safetensors-lazy", "safetensors-eager", "streamer"]\n'
+    )
+    assert main(["run", str(camp), "-o", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    df = ResultsStore.open(tmp_path / "r").measurements()
+    assert len(df) == 6 and df["ok"].all(), df["error"].tolist()
+    assert set(df["model"]) == {"mlp-safetensors-2MiB"} and set(df["model_family"]) == {"mlp"}
+    assert set(df["model_format"]) == {"safetensors"}
+    assert (df["session_ns"] == 0).all() and (df["time_to_first_inference_ns"] > 0).all()
+    # every tensor byte was loaded: the data region of the file (after the JSON header)
+    from cvmfs_modelio.campaign.modelsrc import materialize
+    from cvmfs_modelio.campaign.spec import ModelSpec
+
+    inst = materialize(
+        ModelSpec("x", "mlp-safetensors", None, {"size": 2 << 20, "seed": 0}), tmp_path / "m"
+    )
+    raw = inst.entry.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    data = sum(
+        v["data_offsets"][1] - v["data_offsets"][0]
+        for k, v in header.items()
+        if k != "__metadata__"
+    )
+    assert set(df["bytes_requested"]) == {data}
+    assert df.loc[df["cache_state"] == "cold", "cold_verified"].all()

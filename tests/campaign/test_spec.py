@@ -13,6 +13,7 @@ from cvmfs_modelio.campaign.modelsrc import default_family
 from cvmfs_modelio.campaign.spec import CACHE_STATES, load_campaign, parse_campaign
 from cvmfs_modelio.cli import main
 from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.models.corpus import KINDS as CORPUS_KINDS
 from tests.conftest import CMS_MODELS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,7 +136,8 @@ path = "models/other.onnx"
         (
             MINIMAL + "[matrix]\nloader = ['ort-noprepak']\n",
             "C: [matrix]: loader: unknown value 'ort-noprepak' (did you mean 'ort-noprepack'?); "
-            "valid: ort, ort-noprepack, probe-mmap-seq, probe-rand, probe-seq",
+            "valid: ort, ort-noprepack, probe-mmap-seq, probe-rand, probe-seq, "
+            "safetensors-eager, safetensors-lazy, streamer",
         ),
         (
             MINIMAL + "[matrix]\ncache = ['cool']\n",
@@ -145,7 +147,7 @@ path = "models/other.onnx"
         (
             MINIMAL.replace('kind = "synthetic"', 'kind = "synthtic"'),
             "C: [[models]] #1: unknown model kind 'synthtic' (did you mean 'synthetic'?); "
-            "known kinds: synthetic",
+            "known kinds: " + ", ".join(sorted([*CORPUS_KINDS, "synthetic"])),
         ),
         (
             MINIMAL + "[matrix]\nchunking = ['4MiB/2MiB/16MiB']\n",

@@ -183,12 +183,12 @@ def test_dedupe_prefers_ok_rows_then_the_latest(tmp_path: Path) -> None:
 def test_open_refuses_other_schemas_and_non_stores(tmp_path: Path) -> None:
     store = ResultsStore.create(tmp_path / "r", {"name": "t"})
     meta = json.loads((store.root / "store.json").read_text())
-    meta["schema"]["version"] = 2
+    meta["schema"]["version"] = 1
     (store.root / "store.json").write_text(json.dumps(meta))
     with pytest.raises(UsageError) as e:
         ResultsStore.open(store.root)
     assert str(e.value) == (
-        f"{store.root}: results store schema version 2; this cvmfs-modelio reads version 1 "
+        f"{store.root}: results store schema version 1; this cvmfs-modelio reads version 2 "
         f"(use the version that wrote it, or a new -o)"
     )
     (tmp_path / "junk").mkdir()

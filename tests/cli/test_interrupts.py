@@ -88,15 +88,22 @@ def _interrupt(tmp_path: Path, argv: list[str], wait_for: str, sig: int) -> tupl
 
 
 def test_sigterm_during_demo(tmp_path: Path) -> None:
-    argv = ["demo", "--size", "4MiB", "--reps", "1", "--configs", "1MiB/2MiB/4MiB,whole"]
-    rc, err, doc = _interrupt(tmp_path, argv, "] external [1/2/4 MiB] cold 1/1", signal.SIGTERM)
+    results = tmp_path / "out" / "results"
+    argv = ["demo", "--quick", "--size", "4MiB", "--shared", str(tmp_path / "none")]
+    argv += ["-o", str(tmp_path / "out")]
+    rc, err, doc = _interrupt(tmp_path, argv, "] synthetic-external [", signal.SIGTERM)
     assert rc == 143, err
     assert err.splitlines()[-1] == "cvmfs-modelio: interrupted by SIGTERM"
     assert doc["complete"] is False and doc["interrupted_by"] == "SIGTERM"
-    assert doc["schema"] == {"name": "cvmfs-modelio.demo", "version": 2}
-    # The local table was done; of the campaign, the configuration measured so far.
+    assert doc["schema"] == {"name": "cvmfs-modelio.demo", "version": 3}
+    # The local table was done; of the campaign, the synthetic-embedded series (cold, warm,
+    # hot) was committed before the external one began, and what the store holds is counted.
     assert len(doc["rows"]) == 18
-    assert [(r["model"], r["config"]) for r in doc["cvmfs"]["rows"]] == [("embedded", "1/2/4 MiB")]
+    from cvmfs_modelio.campaign.store import ResultsStore
+
+    stored = ResultsStore.open(results).measurements()
+    assert doc["stored_measurements"] == len(stored) >= 3
+    assert "fit" not in doc and "verdict" not in doc
 
 
 def test_sigint_during_experiment(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 
 from cvmfs_modelio.core.events import EventLog, Events, Op, Source
+from cvmfs_modelio.models.inspect import inspect_model
 from cvmfs_modelio.ort.load import LoadResult, run_load
-from cvmfs_modelio.ort.tensors import inspect_model
 from cvmfs_modelio.trace.tracer import READ_OPS, read_trace
 from tests.ort.conftest import ROOT_ONLY, Models
 

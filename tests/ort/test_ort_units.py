@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cvmfs_modelio.models.inspect import TensorSpan, build_map, inspect_model
 from cvmfs_modelio.ort.loaders.streamer import ranges
 from cvmfs_modelio.ort.profile import LOG_TOLERANCE_NS, ort_phases, parse_log, parse_log_time
-from cvmfs_modelio.ort.tensors import ModelMap, TensorSpan, inspect_model
 from tests.ort.conftest import Models
 
 CLI = [sys.executable, "-m", "cvmfs_modelio.cli"]
@@ -50,14 +50,16 @@ def test_tensor_maps_of_external_data_and_safetensors_agree(models: Models) -> N
         assert (a.dtype, a.shape, a.length_bytes) == (b.dtype, b.shape, b.length_bytes)
 
 
-def test_tensors_in_finds_exactly_the_overlapping_tensors() -> None:
-    spans = tuple(TensorSpan(f"t{i}", "float32", (4,), "/f", 100 * i, 50) for i in range(5))
-    m = ModelMap(spans)
-    assert [s.name for s in m.tensors_in("/f", 0, 1)] == ["t0"]
-    assert [s.name for s in m.tensors_in("/f", 49, 52)] == ["t0", "t1"]  # 49..101
-    assert m.tensors_in("/f", 50, 50) == []  # the gap between t0 and t1
-    assert [s.name for s in m.tensors_in("/f", 0, 1000)] == [f"t{i}" for i in range(5)]
-    assert m.tensors_in("/other", 0, 1000) == [] and m.tensors_in("/f", 0, 0) == []
+def test_tensors_in_finds_exactly_the_overlapping_tensors(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(bytes(1000))
+    spans = tuple(TensorSpan(f"t{i}", "float32", (4,), str(f), 100 * i, 50) for i in range(5))
+    m = build_map("test", f, [f], spans)
+    assert [s.name for s in m.tensors_in(str(f), 0, 1)] == ["t0"]
+    assert [s.name for s in m.tensors_in(str(f), 49, 52)] == ["t0", "t1"]  # 49..101
+    assert m.tensors_in(str(f), 50, 50) == []  # the gap between t0 and t1
+    assert [s.name for s in m.tensors_in(str(f), 0, 1000)] == [f"t{i}" for i in range(5)]
+    assert m.tensors_in("/other", 0, 1000) == [] and m.tensors_in(str(f), 0, 0) == []
 
 
 @given(st.integers(0, 10**12), st.integers(1, 10**12), st.integers(1, 64))

@@ -77,5 +77,5 @@ def test_demo_command_runs_and_prints_the_probe_table(tmp_path: Path) -> None:
     assert lines[1].split()[:4] == ["file", "size", "workload", "cache"]
     assert lines[-2:] == ["", "Emulated CVMFS: not run: --no-cvmfs given"]
     assert len(lines) == 1 + 2 + 18 + 2
-    assert sum("48.0 MiB" in line for line in lines) == 12  # embedded.onnx and the .data file
+    assert sum("24.0 MiB" in line for line in lines) == 12  # embedded.onnx and the .data file
     assert out.exists()

@@ -697,6 +697,54 @@ def test_event_log_records_fuse_requests_and_fetches(tmp_path: Path, server: Any
     assert ev.meta["counters"]["cvmfs.n_fs_read"] == len(reads)
 
 
+def test_sigusr2_writes_the_event_log_while_mounted(tmp_path: Path, server: Any) -> None:
+    """SIGUSR2 writes the log as it stands (atomically) while the mount goes on serving; the
+    log written at unmount holds the flushed events and those after them."""
+    import signal
+
+    from cvmfs_modelio.core.events import Op, Source, read_event_file
+
+    (tmp_path / "mnt").mkdir()
+    log = tmp_path / "log.evt"
+    opts = MountOptions(cache=tmp_path / "c", log=log)
+
+    def read_at(m: SimMount, offset: int) -> None:
+        fd = os.open(m.path / "synthetic" / "chunked_22m.bin", os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # exactly one FUSE read
+            assert len(os.pread(fd, 4096, offset)) == 4096
+        finally:
+            os.close(fd)
+
+    def fuse_reads(ev: Any) -> list[int]:
+        e = ev.events
+        r = e[(e["source"] == Source.FUSE) & (e["op"] == Op.FUSE_READ)]
+        return [int(o) for o in r["offset"]]
+
+    with SimMount(server.url, tmp_path / "mnt", opts) as m:
+        read_at(m, 5 * MiB)
+        assert not log.exists()  # nothing is written before a flush or the unmount
+        os.kill(int(os.getxattr(m.path, "user.pid")), signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while not log.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        flushed = read_event_file(log)
+        assert flushed.meta["final"] is False and flushed.meta["source"] == "cmio-simfs"
+        assert fuse_reads(flushed) == [5 * MiB]
+        assert flushed.meta["counters"]["cvmfs.n_fs_read"] == 1
+        # no temporary file left beside it, and the mount still serves
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "log.evt", "mnt"]
+        read_at(m, 17 * MiB)
+        deadline = time.monotonic() + 10
+        while os.getxattr(m.path, "user.usedfd") != b"0" and time.monotonic() < deadline:
+            time.sleep(0.01)
+    final = read_event_file(log)
+    assert final.meta["final"] is True
+    assert fuse_reads(final) == [5 * MiB, 17 * MiB]
+    n = len(flushed.events)
+    assert (final.events[:n] == flushed.events).all()  # the flushed events, unchanged
+
+
 def test_prefetch_fetches_the_next_chunks(tmp_path: Path, server: Any) -> None:
     import time
 

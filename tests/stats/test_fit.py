@@ -138,11 +138,11 @@ def test_store_errors(tmp_path: Path) -> None:
     truth = CostParams(1e6, 1.0, 1.0, 2.0)
     store = make_store(tmp_path / "s", truth, MODELS[:1], CONFIGS[:1], NETS[:1], reps=1)
     meta = json.loads((store / "store.json").read_text())
-    meta["schema"]["version"] = 2
-    (store / "store.json").write_text(json.dumps(meta))
-    with pytest.raises(UsageError, match="schema version 2, this tool reads version 1"):
-        load_results(store)
     meta["schema"]["version"] = 1
+    (store / "store.json").write_text(json.dumps(meta))
+    with pytest.raises(UsageError, match="schema version 1, this tool reads version 2"):
+        load_results(store)
+    meta["schema"]["version"] = 2
     (store / "store.json").write_text(json.dumps(meta))
     with pytest.raises(UsageError, match="too few fetches to fit the cost model"):
         fit_store(load_results(store), n_boot=0)

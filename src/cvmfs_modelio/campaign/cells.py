@@ -118,17 +118,10 @@ def model_source(spec: ModelSpec) -> str:
 
 def expand(spec: CampaignSpec) -> list[Cell]:
     """Every cell of the campaign, in setup-sharing order (see the module docstring)."""
-    from cvmfs_modelio.campaign.client import effective_profile
-
     m = spec.matrix
     order = {s: i for i, s in enumerate(CACHE_STATES)}
     caches = sorted(m.cache, key=order.__getitem__)
-    emulated = spec.target.kind == "emulated"
-    # Requested profiles map to what the client really runs; two that map to one are
-    # one cell (measured once, recorded under the profile used).
-    profiles = list(
-        dict.fromkeys(effective_profile(p) if emulated else p for p in m.client_profile)
-    )
+    profiles = list(m.client_profile)
     out: list[Cell] = []
     for chunk in m.chunking:
         for rtt in m.rtt_ms:

@@ -62,7 +62,6 @@ def preflight(spec: CampaignSpec) -> list[str]:
     Checks FUSE for the emulated target and that every model file is readable (an ONNX
     file's external data found).
     """
-    from cvmfs_modelio.campaign.client import UNCALIBRATED_PROFILE, client_profiles_supported
     from cvmfs_modelio.campaign.modelsrc import files_of
 
     notes: list[str] = []
@@ -72,13 +71,6 @@ def preflight(spec: CampaignSpec) -> list[str]:
         reason = fuse_unavailable_reason()
         if reason is not None:
             raise UsageError(f"cannot mount the emulated CVMFS: {reason}")
-        asked = sorted(set(spec.matrix.client_profile) - {UNCALIBRATED_PROFILE})
-        if asked and not client_profiles_supported():
-            notes.append(
-                f"client profile {', '.join(asked)} requested; this cmio-simfs has no "
-                f"--client-profile, so the loads are measured and recorded as "
-                f"{UNCALIBRATED_PROFILE!r} (uncalibrated)"
-            )
     for m in spec.models:
         if m.kind == "file" and m.path is not None:
             files_of(m.path)

@@ -173,8 +173,12 @@ def _attribute(
     windows: Sequence[_Window],
     layouts: dict[str, Layout],
     objects: dict[str, tuple[str, int]],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Fetch and access rows of each window; fills the windows' FUSE-derived columns."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Fetch, access and read rows of each window; fills the windows' FUSE-derived columns.
+
+    ``reads`` holds every FUSE open and read of a model file and every fetch of a model
+    object as a byte range (the cost model replays them under what-if layouts); the lane of
+    a FUSE request is the requesting thread (the event's pid field: the caller's tid)."""
     from cvmfs_modelio.core.events import Op, Source
 
     ev = log.events
@@ -182,6 +186,7 @@ def _attribute(
     t0s = ev["t_start_ns"]
     fetch_rows: list[dict[str, Any]] = []
     access_rows: list[dict[str, Any]] = []
+    read_rows: list[dict[str, Any]] = []
     for w in windows:
         if w.start_ns < 0:  # nothing was loaded (the preparation failed)
             continue
@@ -193,6 +198,21 @@ def _attribute(
         for seq, e in enumerate(fe):
             hexname, kind = _object_hex(paths.get(int(e["file_id"]), ""))
             file, idx = objects.get(hexname, ("", -1))
+            lay = layouts.get(file)
+            offset = int(lay.offsets[idx]) if lay is not None and idx >= 0 else -1
+            if lay is not None and idx >= 0:
+                read_rows.append(
+                    {
+                        "measurement_id": mid,
+                        "source": "fetch",
+                        "file": file,
+                        "offset_bytes": offset,
+                        "length_bytes": int(lay.sizes[idx]),
+                        "t_ns": int(e["t_start_ns"]) - w.start_ns,
+                        "duration_ns": int(e["duration_ns"]),
+                        "lane": int(e["tid"]),
+                    }
+                )
             fetch_rows.append(
                 {
                     "measurement_id": mid,
@@ -201,6 +221,7 @@ def _attribute(
                     "kind": kind,
                     "file": file,
                     "chunk_index": idx,
+                    "offset_bytes": offset,
                     "compressed_bytes": int(e["length"]),
                     "bytes": max(int(e["result"]), 0),
                     "start_ns": int(e["t_start_ns"]) - w.start_ns,
@@ -213,20 +234,33 @@ def _attribute(
                     "client_profile": w.cell.client_profile,
                 }
             )
-        reads = np.sort(
-            ev[inside & (ev["source"] == Source.FUSE) & (ev["op"] == Op.FUSE_READ)],
-            order="t_start_ns",
-        )
+        fuse = ev[inside & (ev["source"] == Source.FUSE)]
+        fuse = np.sort(fuse[np.isin(fuse["op"], (Op.FUSE_OPEN, Op.FUSE_READ))], order="t_start_ns")
         touched: dict[tuple[str, int], dict[str, Any]] = {}
         requested = 0
-        for e in reads:
+        for e in fuse:
             path = paths.get(int(e["file_id"]), "")
             lay = layouts.get(path)
-            if lay is None:
+            if lay is None or int(e["err"]) != 0:
                 continue
-            off = int(e["offset"])
-            end = min(off + int(e["length"]), lay.file_size)
-            if end <= off:
+            is_read = int(e["op"]) == Op.FUSE_READ
+            off = int(e["offset"]) if is_read else 0
+            end = min(off + int(e["length"]), lay.file_size) if is_read else 0
+            if is_read and end <= off:
+                continue
+            read_rows.append(
+                {
+                    "measurement_id": mid,
+                    "source": "fuse-read" if is_read else "fuse-open",
+                    "file": path,
+                    "offset_bytes": off,
+                    "length_bytes": end - off,
+                    "t_ns": int(e["t_start_ns"]) - w.start_ns,
+                    "duration_ns": int(e["duration_ns"]),
+                    "lane": int(e["pid"]),
+                }
+            )
+            if not is_read:
                 continue
             requested += end - off
             first = int(np.searchsorted(lay.offsets, off, side="right")) - 1
@@ -241,8 +275,11 @@ def _attribute(
                         "measurement_id": mid,
                         "file": path,
                         "chunk_index": ci,
+                        "chunk_offset_bytes": c_lo,
+                        "chunk_bytes": c_hi - c_lo,
                         "first_touch_seq": len(touched),
                         "first_touch_ns": int(e["t_start_ns"]) - w.start_ns,
+                        "lane": int(e["pid"]),
                         "reads": 0,
                         "bytes": 0,
                         "source": "fuse",
@@ -253,7 +290,7 @@ def _attribute(
         access_rows.extend(touched.values())
         w.row["chunks_touched"] = len(touched)
         w.row["bytes_requested"] = requested
-    return fetch_rows, access_rows
+    return fetch_rows, access_rows, read_rows
 
 
 # ------------------------------------------------------------------ rows
@@ -290,6 +327,7 @@ def _base_row(
         "parallel_handles": cell.parallel_handles,
         "cache_state": cell.cache_state,
         "loader": cell.loader,
+        "traced": False,  # the runner's loads never run under the LD_PRELOAD tracer
         "ok": False,
         "error": "",
         "session_ns": -1,
@@ -475,6 +513,7 @@ def _commit(
         return
     fetches: list[dict[str, Any]] = []
     accesses: list[dict[str, Any]] = []
+    reads: list[dict[str, Any]] = []
     if log_path is not None:
         from cvmfs_modelio.core.events import read_event_file
 
@@ -484,11 +523,13 @@ def _commit(
                 w.row["ok"] = False
                 w.row["error"] = w.row["error"] or note
         else:
-            fetches, accesses = _attribute(read_event_file(log_path), windows, layouts, objects)
+            fetches, accesses, reads = _attribute(
+                read_event_file(log_path), windows, layouts, objects
+            )
     now = utc_now()
     for w in windows:
         w.row["created_utc"] = now
-    sink.append(ResultBatch([w.row for w in windows], fetches, accesses))
+    sink.append(ResultBatch([w.row for w in windows], fetches, accesses, reads))
     stats.measured += len(windows)
     stats.failed += sum(not w.row["ok"] for w in windows)
 
@@ -511,7 +552,7 @@ def _run_series(
     windows: list[_Window] = []
     layouts: dict[str, Layout] = {}
     objects: dict[str, tuple[str, int]] = {}
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     uses_log = work[0].cell.target == "emulated"
     try:
         with open_target(log_path) as m:
@@ -534,8 +575,8 @@ def _run_series(
                     end = start + row["wall_ns"] if start >= 0 else -1
                     windows.append(_Window(row, start, end, w.cell))
                     ctx.progress.advance()
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as e:
+        interrupted = e  # re-raised as it came (core.errors.Interrupted keeps its signal)
     finally:
         # Commit what finished, also on an interrupt (the mount has stopped: log complete).
         if windows:
@@ -544,8 +585,8 @@ def _run_series(
             finally:
                 log_path.unlink(missing_ok=True)
     stats.series += 1
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise interrupted
 
 
 # ------------------------------------------------------------------ targets

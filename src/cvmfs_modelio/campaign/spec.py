@@ -404,14 +404,14 @@ def _measured_client(target: TargetSpec, where: str) -> str:
     disk), or the emulated client's profile when a "repository" path is an emulated mount."""
     if target.kind != "cvmfs" or target.path is None:
         return "none"
-    from cvmfs_modelio.campaign.client import effective_profile
     from cvmfs_modelio.mounts import SIM, find_mount
+    from cvmfs_modelio.sim.mount import read_client_profile
 
     try:
-        kind = find_mount(target.path).kind
+        info = find_mount(target.path)
     except UsageError:
         raise UsageError(f"{where}: path {target.path} is not on a CVMFS mount") from None
-    return effective_profile(DEFAULT_CLIENT_PROFILE) if kind == SIM else "real"
+    return read_client_profile(info.mountpoint) if info.kind == SIM else "real"
 
 
 def _models(raw: Any, name: str, base: Path, target: TargetSpec) -> tuple[ModelSpec, ...]:

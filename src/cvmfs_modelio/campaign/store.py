@@ -7,6 +7,7 @@ Layout (``docs/results-store.md`` is the reference)::
       measurements/part-*.parquet one row per measurement (cell x repetition)
       fetches/part-*.parquet      one row per object the emulated client fetched
       accesses/part-*.parquet     chunks touched per file (first-touch order and time)
+      reads/part-*.parquet        every FUSE open/read and fetch of a load, as byte ranges
       tasks/<id>/...              per-task results of batch executors, merged into the above
       .lock                       held (flock) by the run writing the store
 
@@ -39,10 +40,13 @@ from cvmfs_modelio.core.atomicio import write_atomic_bytes
 from cvmfs_modelio.core.errors import UsageError
 
 SCHEMA_NAME = "cvmfs-modelio.results-store"
-SCHEMA_VERSION = 1
+# 2: measurements.traced; fetches.offset_bytes; accesses.chunk_offset_bytes, chunk_bytes,
+# lane; the reads table (what the cost model and the report read, docs/results-store.md)
+SCHEMA_VERSION = 2
 STORE_JSON = "store.json"
 LOCK = ".lock"
-TABLES = ("measurements", "fetches", "accesses")
+TABLES = ("measurements", "fetches", "accesses", "reads")
+_DETAIL_TABLES = ("fetches", "accesses", "reads")  # written before the commit
 TASKS = "tasks"
 
 _S, _I, _B, _F = pa.string(), pa.int64(), pa.bool_(), pa.float64()
@@ -77,6 +81,7 @@ MEASUREMENT_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("parallel_handles", _I),
     ("cache_state", _S),
     ("loader", _S),
+    ("traced", _B),
     # outcomes
     ("ok", _B),
     ("error", _S),
@@ -119,6 +124,7 @@ FETCH_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("kind", _S),
     ("file", _S),
     ("chunk_index", _I),
+    ("offset_bytes", _I),
     ("compressed_bytes", _I),
     ("bytes", _I),
     ("start_ns", _I),
@@ -135,17 +141,32 @@ ACCESS_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("measurement_id", _S),
     ("file", _S),
     ("chunk_index", _I),
+    ("chunk_offset_bytes", _I),
+    ("chunk_bytes", _I),
     ("first_touch_seq", _I),
     ("first_touch_ns", _I),
+    ("lane", _I),
     ("reads", _I),
     ("bytes", _I),
     ("source", _S),
+)
+
+READ_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("measurement_id", _S),
+    ("source", _S),
+    ("file", _S),
+    ("offset_bytes", _I),
+    ("length_bytes", _I),
+    ("t_ns", _I),
+    ("duration_ns", _I),
+    ("lane", _I),
 )
 
 SCHEMAS: dict[str, pa.Schema] = {
     "measurements": pa.schema(MEASUREMENT_COLUMNS),
     "fetches": pa.schema(FETCH_COLUMNS),
     "accesses": pa.schema(ACCESS_COLUMNS),
+    "reads": pa.schema(READ_COLUMNS),
 }
 
 
@@ -160,6 +181,7 @@ class ResultBatch:
     measurements: list[dict[str, Any]] = field(default_factory=list)
     fetches: list[dict[str, Any]] = field(default_factory=list)
     accesses: list[dict[str, Any]] = field(default_factory=list)
+    reads: list[dict[str, Any]] = field(default_factory=list)
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = getattr(self, table)
@@ -205,7 +227,7 @@ class PartSink:
         return self.root / table
 
     def append(self, batch: ResultBatch) -> str | None:
-        """Write ``batch`` atomically (fetches, accesses, then measurements: the commit).
+        """Write ``batch`` atomically (fetches, accesses, reads, then measurements: the commit).
 
         Returns the part name, or None for an empty batch.  Rows must hold exactly the
         table's columns (ValueError otherwise: a programming error, not bad input).
@@ -214,7 +236,7 @@ class PartSink:
             return None
         tables = {t: _table(t, batch.rows(t)) for t in TABLES}
         name = part_name()
-        for t in ("fetches", "accesses", "measurements"):
+        for t in (*_DETAIL_TABLES, "measurements"):
             if t != "measurements" and tables[t].num_rows == 0:
                 continue
             d = self._dir(t)
@@ -271,7 +293,7 @@ class ResultsStore(PartSink):
     # -- opening
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> ResultsStore:
-        """Open an existing store; UsageError for anything that is not a version-1 store."""
+        """Open an existing store; UsageError for anything not of this :data:`SCHEMA_VERSION`."""
         r = Path(root)
         meta_path = r / STORE_JSON
         if not r.is_dir():
@@ -436,7 +458,7 @@ class ResultsStore(PartSink):
                 if fresh:
                     ids = {r["measurement_id"] for r in fresh}
                     batch = ResultBatch(measurements=fresh)
-                    for t in ("fetches", "accesses"):
+                    for t in _DETAIL_TABLES:
                         p = tdir / t / mpart.name
                         if p.is_file():
                             batch.rows(t).extend(
@@ -455,7 +477,7 @@ class ResultsStore(PartSink):
         return merged, dropped
 
     def _move_part(self, tdir: Path, name: str) -> None:
-        for t in ("fetches", "accesses", "measurements"):
+        for t in (*_DETAIL_TABLES, "measurements"):
             src = tdir / t / name
             if src.is_file():
                 self._dir(t).mkdir(exist_ok=True)
@@ -480,6 +502,9 @@ class ResultsStore(PartSink):
 
     def accesses(self) -> Any:
         return self._of_measurements("accesses")
+
+    def reads(self) -> Any:
+        return self._of_measurements("reads")
 
     def _of_measurements(self, table: str) -> Any:
         ids = set(self.measurements()["measurement_id"])

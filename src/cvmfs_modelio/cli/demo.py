@@ -1,43 +1,73 @@
-"""``cvmfs-modelio demo``: synthetic ONNX models probed locally, then loaded from emulated CVMFS.
+"""``cvmfs-modelio demo``: the whole campaign on built-in defaults, ending with a verdict.
 
-Runs anywhere (no ``/cvmfs`` needed): it writes a ~50 MB model with embedded weights and
-the same model with external data to a temporary directory, then
+Runs anywhere with FUSE (no ``/cvmfs`` needed):
 
-1. probes each file with sequential 1 MiB, random 4 KiB and mmap random 4 KiB patterns,
-   page cache cold and warm (the first table);
-2. publishes both models with each chunk configuration, serves and mounts them behind an
-   emulated WAN and times ONNX Runtime session creation and first inference cold and warm
-   (the second table, ``cvmfs_modelio.campaign.experiments``).  Without FUSE (not root, no
-   ``/dev/fuse``, no ``fusermount3``) it says why in one line and skips this part.
+1. probes the synthetic model pair (weights embedded / external data) on local disk, page
+   cache cold and warm (the probe table);
+2. declares a campaign (``campaign.spec.CampaignSpec``) over a small corpus: the synthetic
+   pair, the real all-MiniLM-L6-v2 assembled into ONNX from ``../shared/models/minilm`` and
+   two CMS taggers from ``../shared/models/cms`` (without ``../shared``: the pair only), at a
+   few chunk configurations and RTTs, cold/warm/hot ONNX Runtime loads, and runs it with the
+   campaign runner (``campaign.execute``) into a results store;
+3. fits the cost model (``stats.fit``), recommends per model family (``stats.recommend``),
+   validates the recommendation on unseen models at unseen RTTs (``stats.validate``) and
+   writes the report (``report.render``);
+4. prints the verdict (``stats.verdict``): per family the best configuration, time to first
+   inference with its spread and the gain over the defaults (or "within noise"), the
+   ``server.conf`` lines, the validation line, the prefetch finding, the report's path.
+
+Without FUSE (not root, no ``/dev/fuse``, no ``fusermount3``) or with ``--no-cvmfs`` only the
+probe table is measured, and one line says why.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cvmfs_modelio.campaign.experiments import (
-    CampaignParams,
-    CampaignRow,
-    ModelFiles,
-    campaign_payload,
-    fuse_unavailable_reason,
-    model_from_path,
-    run_campaign,
-    stderr_progress,
-)
-from cvmfs_modelio.campaign.experiments import format_rows as format_campaign
-from cvmfs_modelio.cli.experiment import add_campaign_options, campaign_params, incomplete
+from cvmfs_modelio.cli import _types as T
 from cvmfs_modelio.core import units
-from cvmfs_modelio.core.errors import Interrupted
+from cvmfs_modelio.core.errors import Interrupted, UsageError
 from cvmfs_modelio.core.jsonout import check_dest, write_json
 from cvmfs_modelio.probe.engine import ProbeSummary, probe
+
+MiB = 1 << 20
+MARKER = ".cvmfs-modelio-demo"  # marks an output directory the demo may replace
+CMS_MODELS = (
+    ("particlenet-ak8", Path("models/cms/HLT/ParticleNetAK8/V02/particle-net.onnx")),
+    ("robustpart-ak4", Path("models/cms/RobustParTAK4/PUPPI/V00/nominal/RobustParTAK4.onnx")),
+)
+MINILM = Path("models/minilm")
+TIMING_VECTORS = Path("testvectors/cvmfs-timing/cold-real-vs-emulated.json")
+SCENARIO_RTT_MS = 10.0  # the recommendation's scenario: an RTT the campaign measures
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The demo's campaign and what follows it (``--quick`` shrinks every axis)."""
+
+    size: int  # weight bytes of each synthetic model
+    configs: str  # chunk configurations measured
+    rtts_ms: tuple[float, ...]  # RTTs the fit sees
+    reps: int
+    validate_rtts_ms: tuple[float, ...]  # RTTs only the validation sees
+    validate_reps: int
+    boot: int  # bootstrap refits
+
+
+FULL = Plan(24 * MiB, "4MiB/8MiB/16MiB,1MiB/2MiB/4MiB,whole", (10.0, 30.0), 2, (20.0, 40.0), 2, 100)
+QUICK = Plan(8 * MiB, "4MiB/8MiB/16MiB,1MiB/2MiB/4MiB", (10.0,), 1, (40.0,), 1, 20)
+
+
+# ------------------------------------------------------------------ the probe table
 
 
 @dataclass(frozen=True)
@@ -59,7 +89,7 @@ WORKLOADS: tuple[Workload, ...] = (
 
 @dataclass(frozen=True)
 class DemoRow:
-    """One measured line of the demo table."""
+    """One measured line of the probe table."""
 
     file: str
     file_size: int
@@ -80,7 +110,7 @@ class DemoRow:
 
 
 def model_files(workdir: Path, weight_bytes: int) -> list[Path]:
-    """Write the demo models into ``workdir``; the files to probe (``.onnx`` and ``.data``)."""
+    """Write the synthetic pair into ``workdir``; the files to probe (``.onnx`` and ``.data``)."""
     # onnx is imported here, not at start-up, so every other command starts fast.
     from cvmfs_modelio.models.synthetic import make_model
 
@@ -102,11 +132,11 @@ def model_files(workdir: Path, weight_bytes: int) -> list[Path]:
 def run_demo(
     workdir: Path,
     *,
-    weight_bytes: int = 50 * 1024 * 1024,
+    weight_bytes: int = 24 * MiB,
     workloads: Sequence[Workload] = WORKLOADS,
     out: list[DemoRow] | None = None,
 ) -> list[DemoRow]:
-    """Generate the models in ``workdir`` and probe each file cold then warm; the rows
+    """Generate the pair in ``workdir`` and probe each file cold then warm; the rows
     (appended to ``out`` as they are measured, if given)."""
     rows: list[DemoRow] = [] if out is None else out
     for f in model_files(workdir, weight_bytes):
@@ -142,7 +172,7 @@ HEADER = (
 
 
 def format_rows(rows: Sequence[DemoRow]) -> str:
-    """The demo's one table."""
+    """The probe table."""
     lines = [HEADER]
     flagged: list[str] = []
     for r in rows:
@@ -181,45 +211,130 @@ def format_rows(rows: Sequence[DemoRow]) -> str:
     return "\n".join(out)
 
 
+# ------------------------------------------------------------------ command line
+
+
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "demo",
-        help="probe synthetic ONNX models, then load them from emulated CVMFS (no /cvmfs needed)",
+        help="the whole campaign on built-in defaults, ending with a verdict (no /cvmfs needed)",
+        description="Probe synthetic models locally, then measure a small corpus on the "
+        "emulated CVMFS stack at a few chunk configurations, fit, recommend, validate, "
+        "report, and print the verdict.",
     )
-    add_campaign_options(p, reps=3)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smaller campaign (2 configurations, 1 RTT, 1 repetition): about a minute",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default="cvmfs-modelio-demo",
+        metavar="DIR",
+        help="where the results store and the report go (replaced if an earlier demo wrote "
+        "it; any other existing non-empty directory is refused)",
+    )
+    p.add_argument(
+        "--shared",
+        default=str(Path("..") / "shared"),
+        metavar="DIR",
+        help="the project's shared directory with models/minilm and models/cms",
+    )
+    p.add_argument(
+        "--size",
+        type=T.size(1),
+        default=None,
+        metavar="SIZE",
+        help="weight bytes of each synthetic model (default: 24MiB, 8MiB with --quick)",
+    )
+    p.add_argument(
+        "--reps",
+        type=T.number(int, 1, 100),
+        default=None,
+        metavar="N",
+        help="repetitions of every load (default: 2, 1 with --quick)",
+    )
+    p.add_argument(
+        "--configs",
+        default=None,
+        metavar="SPECS",
+        help="chunk configurations measured, comma-separated MIN/AVG/MAX or whole (default: "
+        f"{FULL.configs}; {QUICK.configs} with --quick)",
+    )
+    p.add_argument(
+        "--bandwidth",
+        type=T.bandwidth(),
+        default="100MiB",
+        metavar="RATE",
+        help=f"emulated bandwidth ({units.BANDWIDTH_HELP})",
+    )
+    p.add_argument(
+        "--client-profile",
+        choices=("cvmfs-2.12", "fast"),
+        default="cvmfs-2.12",
+        help="emulated client's per-object cost: cvmfs-2.12 (as the real client) or fast",
+    )
     p.add_argument("--no-cvmfs", action="store_true", help="only the local probe table")
     p.add_argument(
         "--json",
         dest="json_out",
         default=None,
         metavar="PATH",
-        help="write both tables, every repetition and the environment here (also after an "
-        "interrupt: what was measured, marked complete: false)",
+        help="write every table, the fit, the recommendation, the validation, the verdict and "
+        "the environment here (also after an interrupt: what was done, complete: false)",
     )
     p.set_defaults(func=run)
 
 
-def demo_models(workdir: Path) -> list[ModelFiles]:
-    """The demo's two models as the campaign sees them (written by ``model_files``)."""
-    return [model_from_path(workdir / "embedded.onnx"), model_from_path(workdir / "external.onnx")]
+# 3: the whole campaign: store, fit, recommendation, validation, verdict, report
+DEMO_SCHEMA_VERSION = 3
+
+
+def _output_dir(path: str) -> Path:
+    """The output directory, made empty; refuses one the demo did not write."""
+    check_dest(path, directory=True)
+    out = Path(path)
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise UsageError(
+                f"-o {path}: exists and was not written by cvmfs-modelio demo (choose another -o)"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by cvmfs-modelio demo; the next demo replaces it\n")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
+    from cvmfs_modelio.cli.experiment import incomplete
+
     check_dest(args.json_out)
-    params = campaign_params(args)
-    params.validate()
-    payload: dict[str, Any] = {}
-    say = stderr_progress()
+    plan = QUICK if args.quick else FULL
+    if args.size is not None:
+        plan = _replace(plan, size=args.size)
+    if args.reps is not None:
+        plan = _replace(plan, reps=args.reps)
+    if args.configs is not None:
+        from cvmfs_modelio.campaign.experiments import parse_configs
+
+        parse_configs(args.configs)  # a bad spec is one line before any work
+        plan = _replace(plan, configs=args.configs)
+    t0 = time.monotonic()
+    payload: dict[str, Any] = {
+        "quick": bool(args.quick),
+        "plan": _plan_dict(plan),
+        "load_average_start": list(os.getloadavg()),  # judge the wall time by it
+    }
     rows: list[DemoRow] = []
-    crows: list[CampaignRow] = []
     try:
-        _run(args, params, payload, rows, crows, say)
+        _run(args, plan, payload, rows)
     except Interrupted as e:
         # Children stopped, mounts gone, temporary directories removed: keep what was done.
         if args.json_out is not None:
             payload["rows"] = [r.to_dict() for r in rows]
-            if "cvmfs" not in payload and crows:
-                payload["cvmfs"] = campaign_payload(crows, params)
+            payload["wall_s"] = time.monotonic() - t0
+            payload["stored_measurements"] = _stored(payload.get("results"))
             write_json(
                 args.json_out,
                 {**payload, **incomplete(e)},
@@ -227,48 +342,223 @@ def run(args: argparse.Namespace) -> int:
                 version=DEMO_SCHEMA_VERSION,
             )
         raise
+    payload["wall_s"] = time.monotonic() - t0
+    payload["load_average_end"] = list(os.getloadavg())
+    if "results" in payload:
+        print(f"\ndemo took {payload['wall_s']:.0f} s (load average {_loadavg()})")
     if args.json_out is not None:
         write_json(
-            args.json_out,
-            {**payload, "complete": True},
-            schema="demo",
-            version=DEMO_SCHEMA_VERSION,
+            args.json_out, {**payload, "complete": True}, schema="demo", version=DEMO_SCHEMA_VERSION
         )
     return 0
 
 
-# 2: units in keys (probe rows as probe schema 2, campaign as campaign schema 2), complete
-DEMO_SCHEMA_VERSION = 2
+def _stored(results: str | None) -> int:
+    """Measurements committed to the demo's results store (0 if none yet)."""
+    from cvmfs_modelio.campaign.store import ResultsStore
+
+    if results is None or not (Path(results) / "store.json").is_file():
+        return 0
+    try:
+        return len(ResultsStore.open(results).measurements())
+    except UsageError:
+        return 0
+
+
+def _replace(plan: Plan, **kw: Any) -> Plan:
+    from dataclasses import replace
+
+    return replace(plan, **kw)
+
+
+def _plan_dict(plan: Plan) -> dict[str, Any]:
+    return {
+        "synthetic_size_bytes": plan.size,
+        "configs": plan.configs.split(","),
+        "rtt_ms": list(plan.rtts_ms),
+        "reps": plan.reps,
+        "validate_rtt_ms": list(plan.validate_rtts_ms),
+        "validate_reps": plan.validate_reps,
+        "bootstrap": plan.boot,
+    }
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _say(msg: str) -> None:
+    sys.stderr.write(f"[demo] {msg}\n")
+    sys.stderr.flush()
 
 
 def _run(
-    args: argparse.Namespace,
-    params: CampaignParams,
-    payload: dict[str, Any],
-    rows: list[DemoRow],
-    crows: list[CampaignRow],
-    say: Callable[[str], None],
+    args: argparse.Namespace, plan: Plan, payload: dict[str, Any], rows: list[DemoRow]
 ) -> None:
+    from cvmfs_modelio.campaign.experiments import fuse_unavailable_reason
+
+    reason = "--no-cvmfs given" if args.no_cvmfs else fuse_unavailable_reason()
+    out = _output_dir(args.output) if reason is None else None
     with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-demo-") as tmp:
-        say("probing the synthetic models on local disk")
-        run_demo(Path(tmp), weight_bytes=args.size, out=rows)
-        print("Local disk: probe patterns, page cache cold and warm")
-        print(format_rows(rows))
-        sys.stdout.flush()
-        payload["rows"] = [r.to_dict() for r in rows]
-        reason = "--no-cvmfs given" if args.no_cvmfs else fuse_unavailable_reason()
-        if reason is None:
-            run_campaign(demo_models(Path(tmp)), params, say, out=crows)
-            print()
-            bw = units.fmt_rate(params.bandwidth) if params.bandwidth else "unlimited bandwidth"
-            print(
-                f"Emulated CVMFS (RTT {params.rtt_ms:g} ms, {bw}): ONNX Runtime session "
-                f"creation and first inference, cold and warm client cache, "
-                f"medians of {params.reps}"
-            )
-            print(format_campaign(crows))
-            payload["cvmfs"] = campaign_payload(crows, params)
+        _say("probing the synthetic models on local disk")
+        run_demo(Path(tmp), weight_bytes=plan.size, out=rows)
+    print("Local disk: probe patterns, page cache cold and warm")
+    print(format_rows(rows))
+    sys.stdout.flush()
+    payload["rows"] = [r.to_dict() for r in rows]
+    if reason is not None or out is None:
+        print()
+        print(f"Emulated CVMFS: not run: {reason}")
+        payload["cvmfs"] = {"skipped": reason}
+        return
+    _campaign(args, plan, out, payload)
+
+
+def corpus(shared: Path, plan: Plan) -> tuple[list[Any], list[str]]:
+    """The demo's models (``campaign.spec.ModelSpec``) and a note per part left out."""
+    from cvmfs_modelio.campaign.spec import ModelSpec
+
+    models = [
+        ModelSpec(
+            f"synthetic-{form}",
+            "synthetic",
+            None,
+            {"size": plan.size, "external_data": form == "external", "width": 512, "seed": 0},
+            "mlp",
+        )
+        for form in ("embedded", "external")
+    ]
+    notes: list[str] = []
+    if not shared.is_dir():
+        notes.append(
+            f"{shared}: not found, so the corpus is the synthetic pair only "
+            "(no MiniLM, no CMS models; --shared DIR names it)"
+        )
+        return models, notes
+    minilm = shared / MINILM
+    if (minilm / "model.safetensors").is_file():
+        # the corpus kind finds the MiniLM files here (also when the fit writes it again)
+        os.environ["CVMFS_MODELIO_MINILM"] = str(minilm.resolve())
+        models.append(ModelSpec("minilm", "minilm-onnx", None, {}, "transformer"))
+    else:
+        notes.append(f"{minilm}: no model.safetensors, so no MiniLM in the corpus")
+    for name, rel in CMS_MODELS:
+        p = shared / rel
+        if p.is_file():
+            models.append(ModelSpec(name, "file", p.resolve(), {}, "hep-tagger"))
         else:
-            print()
-            print(f"Emulated CVMFS: not run: {reason}")
-            payload["cvmfs"] = {"skipped": reason}
+            notes.append(f"{p}: not found, so {name} is not in the corpus")
+    return models, notes
+
+
+def demo_spec(models: Sequence[Any], plan: Plan, bandwidth: int, client_profile: str) -> Any:
+    """The demo's campaign (``campaign.spec.CampaignSpec``)."""
+    from cvmfs_modelio.campaign.experiments import parse_configs
+    from cvmfs_modelio.campaign.spec import CampaignSpec, Matrix, TargetSpec
+
+    return CampaignSpec(
+        name="demo",
+        description="cvmfs-modelio demo: the corpus at a few chunk configurations and RTTs",
+        models=tuple(models),
+        target=TargetSpec("emulated"),
+        matrix=Matrix(
+            chunking=tuple(parse_configs(plan.configs)),
+            rtt_ms=plan.rtts_ms,
+            bandwidth=(bandwidth,),
+            prefetch=(0,),
+            parallel=(16,),
+            client_profile=(client_profile,),
+            cache=("cold", "warm", "hot"),
+            loader=("ort",),
+        ),
+        reps=plan.reps,
+        timeout_s=600.0,
+    )
+
+
+def _campaign(args: argparse.Namespace, plan: Plan, out: Path, payload: dict[str, Any]) -> None:
+    from cvmfs_modelio.campaign.execute import execute
+    from cvmfs_modelio.campaign.store import ResultsStore
+    from cvmfs_modelio.campaign.summary import HEADER as SUMMARY_HEADER
+    from cvmfs_modelio.campaign.summary import summary_rows
+    from cvmfs_modelio.cli._progress import progress_for
+    from cvmfs_modelio.core.tables import format_table
+    from cvmfs_modelio.report.render import ReportInputs, write_report
+    from cvmfs_modelio.stats.fit import fit_store
+    from cvmfs_modelio.stats.realclient import fit_real_client
+    from cvmfs_modelio.stats.recommend import Scenario, recommend
+    from cvmfs_modelio.stats.results import load_results
+    from cvmfs_modelio.stats.textout import format_validation
+    from cvmfs_modelio.stats.validate import validate
+    from cvmfs_modelio.stats.verdict import (
+        format_validation_line,
+        format_verdicts,
+        prefetch_finding,
+        verdicts,
+    )
+
+    shared = Path(args.shared)
+    models, notes = corpus(shared, plan)
+    for n in notes:
+        print(n)
+    spec = demo_spec(models, plan, args.bandwidth, args.client_profile)
+    results = out / "results"
+    payload["results"] = str(results.resolve())
+    payload["campaign"] = spec.canonical()
+    _say(
+        f"campaign: {len(models)} models x {len(spec.matrix.chunking)} chunk configurations x "
+        f"{len(plan.rtts_ms)} RTTs x cold/warm/hot x {plan.reps} repetitions"
+    )
+    with progress_for() as progress:
+        summary = execute(spec, results, progress=progress)
+    payload["measured"] = summary.stats.measured
+    payload["failed"] = summary.stats.failed
+    store = ResultsStore.open(results)
+    print()
+    bw = units.fmt_rate(args.bandwidth) if args.bandwidth else "unlimited bandwidth"
+    print(
+        f"Emulated CVMFS ({bw}, client profile {args.client_profile}): ONNX Runtime time to "
+        f"first inference (session + first run), cold/warm/hot, medians of {plan.reps}"
+    )
+    print(format_table(SUMMARY_HEADER, summary_rows(store.measurements())))
+    sys.stdout.flush()
+
+    _say(f"fitting the cost model ({plan.boot} bootstrap refits)")
+    res = load_results(results)
+    fit = fit_store(res, args.client_profile, n_boot=plan.boot)
+    payload["fit"] = fit.to_dict()
+    _say("recommending")
+    sc = Scenario(round(SCENARIO_RTT_MS * 1e6), args.bandwidth)
+    rec = recommend(fit, "cold-start", sc)
+    payload["recommendation"] = rec.to_dict()
+    _say("validating on models and RTTs the fit has not seen")
+    with progress_for() as progress:
+        val = validate(
+            fit, rec, None, plan.validate_rtts_ms, reps=plan.validate_reps, progress=progress
+        )
+    payload["validation"] = val.to_dict()
+    print()
+    print(format_validation(val))
+    _say("writing the report")
+    tv = shared / TIMING_VECTORS
+    real = fit_real_client(tv) if tv.is_file() else None
+    paths = write_report(ReportInputs(res, fit, rec, val, real), out / "report", _say)
+    payload["report"] = {k: str(Path(v).resolve()) for k, v in paths.items()}
+    vs = verdicts(fit, rec)
+    payload["verdict"] = [v.to_dict() for v in vs]
+    payload["prefetch_finding"] = prefetch_finding(rec)
+
+    print()
+    print(
+        f"Verdict for {rec.scenario.label()}, client profile {fit.client_profile} "
+        f"(fit: {fit.n_fetches} fetches, leave-one-model-out median error "
+        f"{100 * fit.cv_median_abs_rel_err:.1f}%):"
+    )
+    for line in format_verdicts(vs):
+        print(f"  {line}")
+    print(f"  validation: {format_validation_line(val)}")
+    print("  prefetch (predicted by the fit; cvmfs2 has none):")
+    for line in payload["prefetch_finding"]:
+        print(f"    {line}")
+    print(f"  report: {payload['report']['html']}")
+    print(f"  results store: {results} (cvmfs-modelio recommend/report read it)")

@@ -369,3 +369,56 @@ def _make_ort(dest: Path, model: Any, ws: list[Weight], total: int) -> None:
         src = Path(tmp) / "model.onnx"
         writers.write_onnx_embedded(src, model, ws)
         writers.convert_to_ort(src, dest)
+
+
+# ------------------------------------------------------------------ campaign kinds
+
+FAMILIES = {"mlp": "mlp", "decoder": "transformer", "minilm": "transformer"}
+
+
+def campaign_model_kinds() -> list[Any]:
+    """Every corpus kind as a campaign model kind (``campaign.modelsrc`` picks this up):
+    ``kind = "decoder-onnx-ext"`` with ``size`` and ``seed`` (the MiniLM kinds take neither:
+    their bytes are the real model's, found as :func:`models.minilm.model_dir` finds it)."""
+    from cvmfs_modelio.campaign.modelsrc import ModelKind
+    from cvmfs_modelio.core import units
+
+    def kind(name: str) -> Any:
+        arch, form = parse_kind(name)
+        keys: dict[str, Any] = {} if arch == "minilm" else {"size": "64MiB", "seed": 0}
+
+        def check(params: Any, where: str) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            if "size" in keys:
+                size = params.get("size", keys["size"])
+                if isinstance(size, bool) or not isinstance(size, (str, int)):
+                    raise UsageError(f'{where}: size must be a size such as "64MiB", got {size!r}')
+                n = units.parse_size(size, f"{where}: size") if isinstance(size, str) else size
+                if n <= 0:
+                    raise UsageError(f"{where}: size must be positive, got {size!r}")
+                seed = params.get("seed", 0)
+                if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                    raise UsageError(f"{where}: seed must be a non-negative integer, got {seed!r}")
+                out = {"size": int(n), "seed": int(seed)}
+            return out
+
+        def make_in(directory: Path, params: Any) -> Path:
+            out = directory / f"{arch}{SUFFIX.get(form, '.onnx')}"
+            make(
+                name,
+                out,
+                size_bytes=int(params.get("size", DEFAULT_SIZE)),
+                seed=int(params.get("seed", 0)),
+            )
+            return out
+
+        def describe(params: Any) -> str:
+            if "size" not in params:
+                return name
+            size = int(params["size"])
+            label = f"{size >> 20}MiB" if size % (1 << 20) == 0 else f"{size}B"
+            return f"{name}-{label}"
+
+        return ModelKind(name, keys, check, make_in, FAMILIES[arch], describe)
+
+    return [kind(k) for k in KINDS]

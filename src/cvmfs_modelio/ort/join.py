@@ -18,7 +18,7 @@ Every vantage point's events sit on CLOCK_MONOTONIC, so joining is by time:
 - **fetches**: chunk downloads of the CVMFS client (source FETCH), by their end; the fetch
   busy time is the union of their intervals;
 - **tensors**: the read() ranges and touched pages mapped back to tensors
-  (:class:`cvmfs_modelio.ort.tensors.ModelMap`): bytes per tensor, and which tensors were
+  (:class:`cvmfs_modelio.models.inspect.ModelMap`): bytes per tensor, and which tensors were
   touched for the first time in the phase.
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from cvmfs_modelio.core.events import EventLog, Events, Op, Source
+from cvmfs_modelio.models.inspect import ModelMap
 from cvmfs_modelio.ort.profile import OrtPhase
-from cvmfs_modelio.ort.tensors import ModelMap
 from cvmfs_modelio.trace.tracer import READ_OPS
 
 FUSE_OPS = (Op.FUSE_READ, Op.FUSE_OPEN, Op.FUSE_RELEASE, Op.LOOKUP, Op.GETXATTR, Op.NONE)

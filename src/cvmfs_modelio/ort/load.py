@@ -208,7 +208,8 @@ def resolve_model(model: Path, opts: LoadOptions, display: dict[str, str]) -> Mo
                 f"{name}: --use-mmap: ONNX Runtime cannot map weights embedded in an .onnx "
                 "(it parses them from the protobuf); use external data or .ort"
             )
-        return ModelFiles(model, model, (real, *ext), (real, *ext))
+        # the model's map covers its external data (models.inspect reads the model's names)
+        return ModelFiles(model, model, (real, *ext), (real,))
     if model.suffix != ".safetensors":
         raise UsageError(f"{name}: --loader {opts.loader} needs a .safetensors file")
     if opts.mmap is not None:
@@ -397,15 +398,24 @@ def run_load(
     tensor_map = None
     notes: list[str] = []
     if opts.trace:
-        from cvmfs_modelio.ort.tensors import ModelMap, TensorSpan, inspect_model
+        from cvmfs_modelio.models.inspect import build_map, inspect_model
 
-        spans: list[TensorSpan] = []
+        maps = []
         for f in mf.tensor_files:
             try:
-                spans.extend(inspect_model(f).tensors)
+                maps.append(inspect_model(f))
             except UsageError as e:
                 notes.append(f"no tensor map for {display.get(str(f), str(f))}: {e}")
-        tensor_map = ModelMap(tuple(spans))
+        tensor_map = (
+            maps[0]
+            if len(maps) == 1
+            else build_map(
+                "none" if not maps else "mixed",
+                path,
+                sorted({fs.path for m in maps for fs in m.files}),
+                [t for m in maps for t in m.tensors],
+            )
+        )
     runs: list[RunRecord] = []
     ort_version = None
     with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-load-", dir=work_dir) as tmp:

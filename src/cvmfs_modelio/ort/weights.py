@@ -1,9 +1,12 @@
 """The same weights in another container: an ONNX model's initializers as a safetensors file.
 
-Until the corpus gets a ``models make`` kind for it, this writes ``<name>.safetensors`` from
-an ONNX model (embedded or external data) so that the safetensors loaders can be compared
-with ONNX Runtime on identical bytes; the ``.onnx`` (with external data) serves as their
-graph, its initializers supplied from the safetensors file.
+Writes ``<name>.safetensors`` from any ONNX model (embedded or external data, a real one
+such as a CMS tagger included) so that the safetensors loaders can be compared with ONNX
+Runtime on identical bytes; the ``.onnx`` (with external data) serves as their graph, its
+initializers supplied from the safetensors file.  The corpus' ``*-safetensors`` kinds
+(``models make``) are not a replacement: they exist only for the corpus' own generated
+architectures, and they leave out the graph constants (shapes, scalars) that this file
+keeps, so the two do not hold the same tensor set for one model.
 """
 
 from __future__ import annotations

@@ -326,9 +326,51 @@ def _clean_cold(m: pd.DataFrame) -> pd.Series:
     )
 
 
-def _model_files(model_path: str) -> tuple[str, ...]:
-    """The model file and its external data files (what a load reads)."""
+_REGENERATED: dict[str, Path] = {}
+
+
+def _regenerate(row: Any) -> Path | None:
+    """The entry file of a generated model (``model_source`` a campaign kind), written again.
+
+    A campaign generates its models in scratch space that the run removes; the kinds are
+    deterministic by their parameters, so the same bytes are written once per process into
+    a temporary directory removed at exit.  None for a declared file (or no source)."""
+    import atexit
+    import json
+    import shutil
+    import tempfile
+
+    from cvmfs_modelio.campaign.modelsrc import materialize
+    from cvmfs_modelio.campaign.spec import ModelSpec
+
+    raw = str(row.get("model_source", "") or "")
+    try:
+        src = json.loads(raw) if raw else {}
+    except ValueError:
+        return None
+    kind = src.pop("kind", "file") if isinstance(src, dict) else "file"
+    if kind == "file":
+        return None
+    if raw not in _REGENERATED:
+        tmp = Path(tempfile.mkdtemp(prefix="cvmfs-modelio-regen-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        inst = materialize(ModelSpec(str(row["model"]), kind, None, src), tmp)
+        if inst.model_bytes != int(row["model_bytes"]):
+            raise UsageError(
+                f"model {row['model']}: regenerated from {raw} it has {inst.model_bytes} bytes, "
+                f"the store measured {int(row['model_bytes'])} (another cvmfs-modelio version?)"
+            )
+        _REGENERATED[raw] = inst.entry
+    return _REGENERATED[raw]
+
+
+def _model_files(model_path: str, row: Any = None) -> tuple[str, ...]:
+    """The model file and its external data files (what a load reads).
+
+    A generated model whose scratch copy is gone is generated again (``_regenerate``)."""
     p = Path(model_path)
+    if not p.is_file() and row is not None:
+        p = _regenerate(row) or p
     if not p.is_file():
         raise UsageError(f"{model_path}: model file of the results store not found")
     if p.suffix == ".onnx":
@@ -355,8 +397,9 @@ def _pattern(
         r = res.reads[
             (res.reads["measurement_id"] == mid)
             & res.reads["source"].isin(["fuse-read", "fuse-open"])
-            & res.reads["file"].isin(names)
         ]
+        r = r.assign(file=local_names(r["file"], names))
+        r = r[r["file"].isin(names)]
         t = r["t_ns"].to_numpy(dtype=np.int64)
         f = np.asarray(r["file"].map(index), dtype=np.int64)
         s = r["offset_bytes"].to_numpy(dtype=np.int64)
@@ -364,9 +407,9 @@ def _pattern(
         lane = r["lane"].to_numpy(dtype=np.int64)
         is_open = (r["source"] == "fuse-open").to_numpy()
     elif res.accesses is not None and (res.accesses["measurement_id"] == mid).any():
-        a = res.accesses[
-            (res.accesses["measurement_id"] == mid) & res.accesses["file"].isin(names)
-        ].sort_values("order")
+        a = res.accesses[res.accesses["measurement_id"] == mid]
+        a = a.assign(file=local_names(a["file"], names))
+        a = a[a["file"].isin(names)].sort_values("first_touch_seq")
         t = a["first_touch_ns"].to_numpy(dtype=np.int64)
         f = np.asarray(a["file"].map(index), dtype=np.int64)
         s = a["chunk_offset_bytes"].to_numpy(dtype=np.int64)
@@ -402,14 +445,27 @@ def _pattern(
     )
 
 
-def _ratios(res: Results, mids: set[str]) -> dict[str, float]:
+def local_names(stored: pd.Series, names: list[str]) -> pd.Series:
+    """Store file names (repository paths such as ``/model/x.onnx.data``, or names relative
+    to the model's directory) as the model-relative ``names`` they end with ("" if none)."""
+
+    def one(path: Any) -> str:
+        p = str(path)
+        hits = [n for n in names if p == n or p.endswith("/" + n)]
+        return max(hits, key=len) if hits else ""
+
+    return stored.map(one)
+
+
+def _ratios(res: Results, mids: set[str], names: list[str]) -> dict[str, float]:
     f = res.fetches[res.fetches["measurement_id"].isin(mids)]
     f = f[f["kind"].isin(["chunk", "whole"]) & (f["bytes"] > 0)]
     out: dict[str, float] = {}
     if len(f):
         out["*"] = float(f["compressed_bytes"].sum() / f["bytes"].sum())
     if "file" in f.columns:
-        for name, g in f.groupby("file"):
+        f = f.assign(file=local_names(f["file"], names))
+        for name, g in f[f["file"] != ""].groupby("file"):
             out[str(name)] = float(g["compressed_bytes"].sum() / g["bytes"].sum())
     return out
 
@@ -428,10 +484,11 @@ def build_profiles(res: Results, m: pd.DataFrame) -> dict[str, ModelProfile]:
     warm_all = m[(m["cache_state"] == "warm") & m["ok"].astype(bool)]
     for model, warm in warm_all.groupby("model"):
         model = str(model)
-        path = str(warm.iloc[0]["model_path"])
-        files = _model_files(path)
+        files = _model_files(str(warm.iloc[0]["model_path"]), warm.iloc[0])
+        path = files[0]
         mids = set(m.loc[m["model"] == model, "measurement_id"])
-        pattern = _pattern(res, model, warm, files, _ratios(res, mids))
+        names = [os.path.relpath(f, Path(files[0]).parent) for f in files]
+        pattern = _pattern(res, model, warm, files, _ratios(res, mids, names))
         base: dict[tuple[bool, int, int, int], list[float]] = {}
         for _i, row in warm.iterrows():
             base.setdefault(_config_of(row).key(), []).append(

@@ -1,10 +1,11 @@
-"""Reading a results store (the runner/statistics contract, ``docs/stats.md``) into pandas.
+"""Reading a results store (``docs/results-store.md``) into pandas.
 
-A store is a directory with ``store.json`` (schema ``cvmfs-modelio.results-store`` version 1)
-and one Parquet dataset per table: ``measurements/`` and ``fetches/`` (required),
-``accesses/`` and ``reads/`` (optional).  :func:`load_results` checks the schema and the
-columns every consumer relies on, and gives one :class:`Results`; nothing else in
-``stats``/``report`` touches the files.
+A store is a directory with ``store.json`` (schema ``cvmfs-modelio.results-store``, the
+version of :mod:`cvmfs_modelio.campaign.store`) and one Parquet dataset per table:
+``measurements/`` and ``fetches/`` (required), ``accesses/`` and ``reads/`` (optional).
+:func:`load_results` checks the schema and the columns every consumer relies on, and gives
+one :class:`Results`, read as the runner's store reads itself (committed parts only, one row
+per cell and repetition); nothing else in ``stats``/``report`` touches the files.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 
 import pandas as pd
 
+from cvmfs_modelio.campaign.store import SCHEMA_NAME, SCHEMA_VERSION
 from cvmfs_modelio.core.errors import UsageError
 
-SCHEMA = {"name": "cvmfs-modelio.results-store", "version": 1}
+SCHEMA = {"name": SCHEMA_NAME, "version": SCHEMA_VERSION}
 
 MEASUREMENT_COLUMNS = (
     "measurement_id",
@@ -67,7 +69,7 @@ ACCESS_COLUMNS = (
     "chunk_index",
     "chunk_offset_bytes",
     "chunk_bytes",
-    "order",
+    "first_touch_seq",
     "first_touch_ns",
 )
 READ_COLUMNS = (
@@ -124,15 +126,19 @@ class Results:
         return self._joined
 
 
-def _read_table(store: Path, name: str, columns: tuple[str, ...], required: bool) -> Any:
-    d = store / name
-    if not d.is_dir() or not any(d.glob("*.parquet")):
+def _read_table(store: Any, name: str, columns: tuple[str, ...], required: bool) -> Any:
+    from cvmfs_modelio.campaign.store import _parts
+
+    d = store.root / name
+    if not _parts(d):
         if required:
-            raise UsageError(f"{store}: results store has no {name}/ table")
+            raise UsageError(f"{store.root}: results store has no {name}/ table")
         return None
     try:
-        df = pd.read_parquet(d)
-    except Exception as e:  # pyarrow raises several types on damaged parts
+        df = store.measurements() if name == "measurements" else store._of_measurements(name)
+    except UsageError:
+        raise
+    except Exception as e:  # pyarrow raises several types on damaged or mismatched parts
         why = " ".join(str(e).split())  # pyarrow's messages span lines: keep one
         raise UsageError(
             f"{d}: cannot read the Parquet table ({type(e).__name__}: {why})"
@@ -163,10 +169,13 @@ def load_results(path: str | os.PathLike[str]) -> Results:
             f"{meta_path}: results store schema version {schema.get('version')!r}, "
             f"this tool reads version {SCHEMA['version']}"
         )
-    measurements = _read_table(store, "measurements", MEASUREMENT_COLUMNS, True)
-    fetches = _read_table(store, "fetches", FETCH_COLUMNS, True)
-    accesses = _read_table(store, "accesses", ACCESS_COLUMNS, False)
-    reads = _read_table(store, "reads", READ_COLUMNS, False)
+    from cvmfs_modelio.campaign.store import ResultsStore
+
+    rs = ResultsStore(store, meta)
+    measurements = _read_table(rs, "measurements", MEASUREMENT_COLUMNS, True)
+    fetches = _read_table(rs, "fetches", FETCH_COLUMNS, True)
+    accesses = _read_table(rs, "accesses", ACCESS_COLUMNS, False)
+    reads = _read_table(rs, "reads", READ_COLUMNS, False)
     if "traced" not in measurements.columns:
         measurements["traced"] = False
     return Results(store, meta, measurements, fetches, accesses, reads)

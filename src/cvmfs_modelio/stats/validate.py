@@ -107,6 +107,67 @@ def default_models(workdir: Path, fit: CostModelFit) -> list[ValidationModel]:
     return out
 
 
+def validation_spec(
+    fit: CostModelFit,
+    rec: Recommendation,
+    models: Sequence[tuple[str, str, str]],
+    family: str,
+    rtts_ms: Sequence[float],
+    reps: int,
+    with_defaults: bool = True,
+) -> Any:
+    """The campaign (``campaign.spec.CampaignSpec``) that validates ``family``'s answer:
+    ``models`` ((name, path, family) of files not in the fit) with the recommended
+    configuration (and the defaults) at ``rtts_ms``, cold then warm, ONNX Runtime."""
+    from cvmfs_modelio.campaign.spec import CampaignSpec, Matrix, TargetSpec
+    from cvmfs_modelio.campaign.spec import ModelSpec as CampaignModel
+
+    answers = {a.family: a for a in rec.families}
+    best = answers[family].best
+    configs = [best] + ([DEFAULT_CONFIG] if with_defaults and best != DEFAULT_CONFIG else [])
+    sc = rec.scenario
+    return CampaignSpec(
+        name="validation",
+        description=f"validates {fit.store} ({rec.objective})",
+        models=tuple(
+            CampaignModel(n, "file", Path(p).resolve(), {}, fam)
+            for n, p, fam in models
+            if fam == family
+        ),
+        target=TargetSpec("emulated"),
+        matrix=Matrix(
+            chunking=tuple(_chunk_config(c) for c in configs),
+            rtt_ms=tuple(float(r) for r in rtts_ms),
+            bandwidth=(int(sc.bandwidth),),
+            prefetch=(int(sc.prefetch),),
+            parallel=(16,),
+            client_profile=(fit.client_profile,),
+            cache=("cold", "warm"),
+            loader=("ort",),
+        ),
+        reps=reps,
+    )
+
+
+class _SayProgress:
+    """``campaign.runner.Progress`` for a one-line-per-message callable."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+
+    def begin(self, total: int) -> None:
+        self.say(f"validation: measuring {total} repetitions")
+
+    def status(self, text: str) -> None:
+        self.say(f"validation: {text}")
+
+    def advance(self) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        self.say(text)
+
+
 def validate(
     fit: CostModelFit,
     rec: Recommendation,
@@ -116,17 +177,27 @@ def validate(
     reps: int = 3,
     with_defaults: bool = True,
     store: str | os.PathLike[str] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | Any = None,
+    workdir: str | os.PathLike[str] | None = None,
 ) -> Validation:
-    """Measure and compare (see module docstring); ``store`` keeps the validation store."""
-    from cvmfs_modelio.campaign.experiments import ChunkConfig, model_from_path, unique_names
-    from cvmfs_modelio.campaign.interim_store import ModelSpec, MountCell, Plan, measure
+    """Measure and compare (see module docstring); ``store`` keeps the validation store.
+
+    The measurements are a campaign of their own run by the campaign runner
+    (``campaign.execute``) into a results store; ``progress`` is a ``Progress`` object of
+    the runner or a callable taking one line."""
+    from cvmfs_modelio.campaign.execute import execute
+    from cvmfs_modelio.campaign.experiments import model_from_path, unique_names
 
     fitted_rtts = {int(r) for r in fit.cells["rtt_ns"].unique()}
     rtts = [r for r in rtts_ms if round(r * 1e6) not in fitted_rtts]
     if not rtts:
         raise UsageError("--validate-rtt: every RTT given was used in the fit; give others")
-    with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-validate-") as tmp:
+    if store is not None and Path(store).exists():
+        raise UsageError(f"--validate-store {store}: exists (give a new directory)")
+    say: Any = (
+        progress if progress is None or hasattr(progress, "status") else _SayProgress(progress)
+    )
+    with tempfile.TemporaryDirectory(prefix="cvmfs-modelio-validate-", dir=workdir) as tmp:
         work = Path(tmp)
         # a kept store keeps its models beside it (its rows name their files)
         mdir = work if store is None else Path(store).parent / f"{Path(store).name}-models"
@@ -136,33 +207,17 @@ def validate(
         if seen:
             raise UsageError(f"--validate-model {seen[0]}: this model was used in the fit")
         answers = {a.family: a for a in rec.families}
-        specs = []
-        for f, v in zip(files, vms, strict=True):
+        for v in vms:
             if v.family not in answers:
                 raise UsageError(
                     f"--validate-model {v.path}: family {v.family!r} has no answer in the "
                     f"recommendation ({', '.join(sorted(answers))})"
                 )
-            specs.append(ModelSpec(f, v.family))
+        named = [(f.name, str(f.onnx), v.family) for f, v in zip(files, vms, strict=True)]
         dest = Path(store) if store is not None else work / "validation-store"
-        for fam in sorted({s.family for s in specs}):
-            best = answers[fam].best
-            configs = [best] + (
-                [DEFAULT_CONFIG] if with_defaults and best != DEFAULT_CONFIG else []
-            )
-            cells = [
-                MountCell(_chunk_config(c, ChunkConfig), r, rec.scenario.bandwidth)
-                for c in configs
-                for r in rtts
-            ]
-            plan = Plan(
-                "validation",
-                [s for s in specs if s.family == fam],
-                cells,
-                reps=reps,
-                extra={"validates": fit.store, "objective": rec.objective},
-            )
-            measure(plan, dest, progress)
+        for fam in sorted({v.family for v in vms}):
+            spec = validation_spec(fit, rec, named, fam, rtts, reps, with_defaults)
+            execute(spec, dest, resume=True, workdir=workdir, progress=say)
         res = load_results(dest)
         m = res.measurements
         if fit.client_profile not in set(m["client_profile"]):
@@ -199,5 +254,11 @@ def validate(
     )
 
 
-def _chunk_config(c: Config, cls: Any) -> Any:
-    return cls.chunked(c.min_size, c.avg_size, c.max_size) if c.chunking else cls.whole()
+def _chunk_config(c: Config) -> Any:
+    from cvmfs_modelio.campaign.experiments import ChunkConfig
+
+    return (
+        ChunkConfig.chunked(c.min_size, c.avg_size, c.max_size)
+        if c.chunking
+        else ChunkConfig.whole()
+    )
