@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from cvmfs_modelio.core.tables import format_table
@@ -19,6 +20,7 @@ HEADER = [
     "ttfi p50",
     "ttfi p90",
     "ttfi max",
+    "cpu/client",
     "stratum req",
     "stratum bytes",
     "serves/object",
@@ -41,6 +43,7 @@ def table_rows(rows: list[HerdRow]) -> list[list[str]]:
                 fmt_ns(r.ttfi_p50_ns) if r.clients_ok else "-",
                 fmt_ns(r.ttfi_p90_ns) if r.clients_ok else "-",
                 fmt_ns(r.ttfi_max_ns) if r.clients_ok else "-",
+                fmt_ns(r.cpu_per_client_p50_ns) if r.clients_ok else "-",
                 str(r.stratum_requests),
                 fmt_bytes(r.stratum_bytes),
                 f"{r.stratum_requests / r.objects_total:.2f}" if r.objects_total else "-",
@@ -68,6 +71,8 @@ def format_report(rep: HerdReport) -> str:
         f"per client: {fmt_bytes(m.per_client_bytes)} (ORT load {fmt_bytes(m.load_rss_bytes)} + "
         f"cmio-simfs {fmt_bytes(m.client_hwm_bytes)}, measured); "
         f"{fmt_bytes(m.available_bytes)} available holds at most {m.max_clients} clients",
+        f"cpu/client: the load's CPU time (median); {os.cpu_count()} cores here, so "
+        "N loads need at least N x cpu/client / cores of wall time whatever the network",
         "load average (1 min) before/after: "
         + ", ".join(
             f"{r.load_average_1m_before:.1f}/{r.load_average_1m_after:.1f}" for r in rep.rows

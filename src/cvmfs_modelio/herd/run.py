@@ -95,6 +95,7 @@ class ClientOutcome:
     first_inference_ns: int = -1
     start_lag_ns: int = -1  # signal -> the client's clock started
     max_rss_bytes: int = -1
+    cpu_ns: int = -1  # user + system time of the load process
     objects_fetched: int = -1
     bytes_fetched: int = -1
 
@@ -110,6 +111,7 @@ class HerdRow:
     ttfi_p90_ns: int
     ttfi_max_ns: int
     ttfi_min_ns: int
+    cpu_per_client_p50_ns: int  # the load's CPU time: N of them share this machine's cores
     stratum_requests: int
     stratum_bytes: int
     stratum_objects: int  # distinct objects the stratum served
@@ -247,6 +249,7 @@ class _Client:
         row.first_inference_ns = int(doc["end_ns"]) - int(doc["session_end_ns"])
         row.start_lag_ns = int(doc["go_ns"]) - go_ns
         row.max_rss_bytes = int(doc["max_rss_bytes"])
+        row.cpu_ns = int(doc["user_ns"]) + int(doc["system_ns"])
         return row
 
     def stop(self) -> None:
@@ -385,6 +388,7 @@ def run_config(
         ttfi_p90_ns=percentile(ttfi, 0.9),
         ttfi_max_ns=max(ttfi, default=-1),
         ttfi_min_ns=min(ttfi, default=-1),
+        cpu_per_client_p50_ns=percentile([r.cpu_ns for r in ok], 0.5),
         stratum_requests=stratum.n,
         stratum_bytes=stratum.total_bytes,
         stratum_objects=len(per_obj),
