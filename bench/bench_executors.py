@@ -122,7 +122,7 @@ def main() -> int:
             "ratio_slurm_to_local": med["slurm"] / med["local"],
             "load_average_1m": loads,
         },
-        schema="cvmfs-modelio.bench-executors",
+        schema="bench.executors",
         version=1,
     )
     print(f"saved {args.json}")

@@ -118,7 +118,17 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 for r in rows:
                     rec = dataclasses.asdict(r)
-                    runs.append({"model": name, "model_bytes": size, "variant": label, **rec})
+                    runs.append(
+                        {
+                            "model": name,
+                            "model_bytes": size,
+                            "variant": label,
+                            "proxy": params.proxy,
+                            "collapsed_forwarding": params.collapsed_forwarding,
+                            "squid_state": params.squid_state,
+                            **rec,
+                        }
+                    )
                     table.append([label, *table_rows([r])[0]])
             print(format_table(["variant", *HEADER], table))
             if memory is not None:
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_s": elapsed,
             "cpu_count": os.cpu_count(),
         },
-        schema="cvmfs-modelio.bench-herd",
+        schema="bench.herd",
         version=1,
     )
     print(f"saved {args.json}")

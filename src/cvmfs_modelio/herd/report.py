@@ -10,7 +10,7 @@ from cvmfs_modelio.core.tables import format_table
 from cvmfs_modelio.core.units import fmt_bytes, fmt_ns
 from cvmfs_modelio.herd.run import HerdReport, HerdRow
 
-SCHEMA = "cvmfs-modelio.herd"
+SCHEMA = "herd"  # write_json names it cvmfs-modelio.herd
 SCHEMA_VERSION = 1
 
 HEADER = [
