@@ -72,7 +72,9 @@ SAME = [
 
 @pytest.fixture(scope="module")
 def slurm() -> Iterator[SlurmCluster]:
-    require_tool("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel")
+    require_tool(
+        "munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol", "sinfo"
+    )
     require_root_fuse()
     with one_node_slurm() as cluster:
         yield cluster
