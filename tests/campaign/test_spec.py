@@ -112,7 +112,7 @@ path = "models/other.onnx"
         (
             MINIMAL + "[matrx]\n",
             "C: unknown key 'matrx' (did you mean 'matrix'?); valid keys: campaign, models, "
-            "target, matrix",
+            "target, matrix, batch",
         ),
         (
             MINIMAL.replace('name = "t"', 'name = "t"\nrep = 2'),

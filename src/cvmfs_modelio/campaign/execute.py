@@ -99,6 +99,9 @@ def execute(
 ) -> RunSummary:
     """Run the campaign into the store at ``results`` (see the module docstring)."""
     ex = get_executor(executor or spec.executor)
+    check = getattr(ex, "preflight", None)  # a batch system that is not there: refused here
+    if callable(check):
+        check(spec)
     notes = preflight(spec)
     store, changed = ResultsStore.open_for_run(results, spec.canonical(), resume)
     run_id = new_run_id()

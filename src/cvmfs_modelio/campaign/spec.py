@@ -31,6 +31,14 @@ conditions; every combination of the matrix, for every model, is one *cell*
     cache = ["cold", "warm", "hot"]
     loader = ["ort"]          # campaign.loaders
 
+    [batch]                   # only for executor = "slurm" / "htcondor" (all optional)
+    tasks = 4                 # array tasks (default: one per series, at most 64)
+    max_parallel = 0          # tasks running at once (sbatch --array=...%N; 0: no limit)
+    partition = ""            # sbatch --partition
+    time_limit_min = 0        # sbatch --time / condor allowed_job_duration (0: none)
+    submit_args = []          # extra sbatch options / submit description lines
+    poll_s = 2.0              # how often the queue is asked whether the tasks ended
+
 Every problem is a one-line :class:`UsageError` naming the file, the table and the key;
 an unknown key names the closest valid one (``difflib``).  Sizes in bytes, RTT in ms as
 declared (the cells carry ns).
@@ -63,7 +71,8 @@ CLIENT_PROFILES = ("cvmfs-2.12", "fast")
 DEFAULT_CLIENT_PROFILE = "cvmfs-2.12"
 SERVERS = ("builtin", "nginx")
 
-_TOP_KEYS = ("campaign", "models", "target", "matrix")
+_TOP_KEYS = ("campaign", "models", "target", "matrix", "batch")
+_BATCH_KEYS = ("tasks", "max_parallel", "partition", "time_limit_min", "submit_args", "poll_s")
 _CAMPAIGN_KEYS = ("name", "description", "reps", "executor", "timeout_s")
 _TARGET_KEYS = ("kind", "path", "server")
 _MATRIX_KEYS = (
@@ -124,6 +133,18 @@ class Matrix:
 
 
 @dataclass(frozen=True)
+class BatchSpec:
+    """How a batch executor splits and submits the cells (not part of what is measured)."""
+
+    tasks: int = 0  # 0: one per series, at most 64
+    max_parallel: int = 0
+    partition: str = ""
+    time_limit_min: int = 0
+    submit_args: tuple[str, ...] = ()
+    poll_s: float = 2.0
+
+
+@dataclass(frozen=True)
 class CampaignSpec:
     """A parsed campaign file.  ``source`` is the file it came from (None if from text)."""
 
@@ -136,6 +157,7 @@ class CampaignSpec:
     description: str = ""
     timeout_s: float = 600.0
     source: Path | None = None
+    batch: BatchSpec = field(default_factory=BatchSpec)
 
     def canonical(self) -> dict[str, Any]:
         """JSON-ready form (what ``store.json`` records as the campaign)."""
@@ -322,6 +344,7 @@ def parse_campaign(text: str, source: Path | None = None) -> CampaignSpec:
     target = _target(_table(doc, "target", name), name, base)
     matrix = _matrix(_table(doc, "matrix", name), name, target)
     models = _models(doc.get("models"), name, base, target)
+    batch = _batch(_table(doc, "batch", name), name)
     return CampaignSpec(
         name=cname,
         models=models,
@@ -332,7 +355,33 @@ def parse_campaign(text: str, source: Path | None = None) -> CampaignSpec:
         description=description,
         timeout_s=timeout_s,
         source=source.resolve() if source else None,
+        batch=batch,
     )
+
+
+def _batch(table: dict[str, Any], name: str) -> BatchSpec:
+    where = f"{name}: [batch]"
+    check_keys(table, _BATCH_KEYS, where)
+    tasks = _typed(table.get("tasks", 0), (int,), "tasks", where)
+    if not 0 <= tasks <= 10_000:
+        raise UsageError(f"{where}: tasks {tasks} is not in [0, 10000] (0: one per series)")
+    par = _typed(table.get("max_parallel", 0), (int,), "max_parallel", where)
+    if not 0 <= par <= 10_000:
+        raise UsageError(f"{where}: max_parallel {par} is not in [0, 10000]")
+    minutes = _typed(table.get("time_limit_min", 0), (int,), "time_limit_min", where)
+    if not 0 <= minutes <= 525_600:
+        raise UsageError(f"{where}: time_limit_min {minutes} is not in [0, 525600]")
+    partition = _typed(table.get("partition", ""), (str,), "partition", where)
+    if any(c.isspace() for c in partition):
+        raise UsageError(f"{where}: partition {partition!r} must not contain white space")
+    args = _typed(table.get("submit_args", []), (list,), "submit_args", where)
+    for a in args:
+        if not isinstance(a, str) or "\n" in a:
+            raise UsageError(f"{where}: submit_args must be a list of one-line strings, got {a!r}")
+    poll = float(_typed(table.get("poll_s", 2.0), (int, float), "poll_s", where))
+    if not 0.1 <= poll <= 600:
+        raise UsageError(f"{where}: poll_s {poll} is not in [0.1, 600]")
+    return BatchSpec(tasks, par, partition, minutes, tuple(args), poll)
 
 
 def _table(doc: Mapping[str, Any], key: str, name: str, required: bool = False) -> dict[str, Any]:

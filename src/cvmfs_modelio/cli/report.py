@@ -74,6 +74,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="JSON",
         help=f"real-vs-emulated cold-load record (default: ../shared/{TIMING_VECTORS} if present)",
     )
+    p.add_argument(
+        "--herd",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="herd results (herd --json, bench/results/herd.json): adds the Site section",
+    )
     p.set_defaults(func=run)
 
 
@@ -94,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.boot <= 10_000:
         raise UsageError(f"--boot: {args.boot} is not in [0, 10000]")
     bw = args.bandwidth
+    herd = None
+    if args.herd:
+        from cvmfs_modelio.report.site import load_herd
+
+        herd = load_herd(args.herd)  # bad files refused before the fit
     res = load_results(args.results)
     say = _progress()
     say("fitting")
@@ -105,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         validation = _validation_from_store(fit, args.validation_store)
     rc_path = Path(args.real_client) if args.real_client else Path("..") / "shared" / TIMING_VECTORS
     real = fit_real_client(rc_path) if (args.real_client or rc_path.is_file()) else None
-    paths = write_report(ReportInputs(res, fit, rec, validation, real), out, say)
+    paths = write_report(ReportInputs(res, fit, rec, validation, real, herd), out, say)
     for kind, p in paths.items():
         print(f"{kind}: {p}")
     return 0

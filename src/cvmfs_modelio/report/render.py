@@ -54,6 +54,7 @@ class ReportInputs:
     rec: Recommendation
     validation: Any = None  # stats.validate.Validation
     real_client: RealClientFit | None = None
+    herd: pd.DataFrame | None = None  # report.site.load_herd rows: the "Site" section
 
 
 def _png(fig: Figure) -> bytes:
@@ -223,7 +224,32 @@ def build_sections(inp: ReportInputs, say: Progress) -> list[Section]:
             "KServe rows: the tables appear when the campaign measures them."
         )
     out.append(s)
+    if inp.herd is not None:
+        out.append(_site_section(inp.herd, say))
     return out
+
+
+def _site_section(herd: pd.DataFrame, say: Progress) -> Section:
+    from cvmfs_modelio.report import site
+
+    say("site: herd curves")
+    s = Section("Site", "site")
+    s.text = [
+        "Many clients starting the same model at once behind one squid (`cvmfs-modelio herd`; "
+        "docs/scale.md). Times on this machine include N ONNX Runtime sessions sharing its "
+        "cores (cpu/client); stratum and squid counts do not depend on that.",
+        *site.site_findings(herd),
+    ]
+    s.figures.append(
+        (
+            "herd",
+            "Time to first inference (p50) and stratum bytes per model byte against the "
+            "number of clients (cold squid, collapsed forwarding on)",
+            site.herd_figure(herd),
+        )
+    )
+    s.tables.append(("Herds", site.herd_table(herd)))
+    return s
 
 
 def _slug(text: str) -> str:

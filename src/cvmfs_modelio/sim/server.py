@@ -57,6 +57,9 @@ class ServerStack:
     written when the stack stops; ``netem``: put the WAN emulator in front even without
     limits (to measure its own cost).
 
+    ``collapsed_forwarding``, ``proxy_max_object`` (bytes; None: twice the largest object,
+    at least 64 MiB) and ``proxy_mem_mb`` configure the squid.
+
     ``port`` is the port clients use (``url``): the WAN emulator's when there is one, so a
     client given that port always pays the emulated WAN; the stratum behind it then listens
     on ``origin_port`` (0: any free port).  Without a WAN emulator the stratum listens on
@@ -77,6 +80,9 @@ class ServerStack:
         proxy_log: str | os.PathLike[str] | None = None,
         netem: bool = False,
         origin_port: int = 0,
+        collapsed_forwarding: bool | None = None,
+        proxy_max_object: int | None = None,
+        proxy_mem_mb: int = 256,
     ) -> None:
         self.store = Path(store)
         if not self.store.exists():
@@ -114,6 +120,9 @@ class ServerStack:
         self._rtt_ms = rtt_ms
         self._bandwidth = bandwidth
         self._force_netem = netem
+        self._collapsed = collapsed_forwarding
+        self._proxy_max_object = proxy_max_object
+        self._proxy_mem_mb = proxy_mem_mb
         self._faults = FaultSet()
         self._faults.set(faults)
         self._builtin: BuiltinServer | None = None
@@ -163,8 +172,15 @@ class ServerStack:
             netem.start()
             self.url = netem.url
         if self.proxy_kind == "squid":
-            max_obj = max(2 * largest_object(self.store), 64 * 1024 * 1024)
-            self._squid = SquidProxy(max_obj, self._proxy_port)
+            max_obj = self._proxy_max_object or max(
+                2 * largest_object(self.store), 64 * 1024 * 1024
+            )
+            self._squid = SquidProxy(
+                max_obj,
+                self._proxy_port,
+                mem_mb=self._proxy_mem_mb,
+                collapsed_forwarding=self._collapsed,
+            )
             try:
                 self._squid.start()
             except RuntimeError as e:

@@ -1,0 +1,1 @@
+"""A site in a box: N emulated worker nodes loading one model at once through one squid."""
