@@ -259,8 +259,9 @@ class PartSink:
         for p in parts:
             try:
                 tables.append(pq.read_table(p, columns=list(columns) if columns else None))
-            except (OSError, pa.ArrowInvalid) as e:
-                raise UsageError(f"{p}: unreadable part file ({e})") from None
+            except (OSError, pa.ArrowException) as e:
+                why = " ".join(str(e).split())  # pyarrow's messages span lines: keep one
+                raise UsageError(f"{p}: unreadable part file ({why})") from None
         return pa.concat_tables(tables, promote_options="none")
 
     def measured(self) -> list[tuple[str, int, bool, str]]:
