@@ -135,8 +135,8 @@ def main() -> int:
         corpus = [CorpusFile.open(paths[0], req), CorpusFile.open(paths[1])]
         configs = config_grid(avg_range(256 << 10, 64 << 20), [0.25, 0.5], [2.0, 4.0])
         t = time.perf_counter()
-        for f in corpus:
-            f.scan(min(c.avg_size for c in configs))
+        for cf in corpus:
+            cf.scan(min(c.avg_size for c in configs))
         hash_s = time.perf_counter() - t
         model = FetchModel()
         run_sweep(corpus, configs, model)  # warm-up

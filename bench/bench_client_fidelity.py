@@ -19,7 +19,6 @@ recorded number of objects (proof of a cold cache: a warm page or object would f
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -308,9 +307,6 @@ def main() -> int:
     print(f"load at the end: {loads[-1]['uptime']}")
 
     payload = {
-        "schema": {"name": "cvmfs-modelio.bench.client_fidelity", "version": 1},
-        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
         "recording": str(RECORDING.name),
         "reps": args.reps,
         "warmup": args.warmup,
@@ -320,7 +316,14 @@ def main() -> int:
         "cells": table,
         "runs": runs,
     }
-    write_json(args.json, payload)
+    # The envelope (schema, created_utc, command_line, environment) comes from write_json.
+    write_json(
+        args.json,
+        payload,
+        schema="bench.client_fidelity",
+        version=2,
+        measured=[tempfile.gettempdir()],
+    )
     print(f"wrote {args.json}")
     return 0
 

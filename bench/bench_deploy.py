@@ -208,7 +208,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-deploy-", dir="/var/tmp") as tmps:
         tmp = Path(tmps)
         src = tmp / "src"
-        models = [("minilm", "minilm-onnx", 0, (10.0, 25.0))]
+        models: list[tuple[str, str, int, tuple[float, ...]]] = [
+            ("minilm", "minilm-onnx", 0, (10.0, 25.0))
+        ]
         if not args.quick:
             models.append(("decoder-1g", "decoder-onnx", parse_size(args.big_size), (25.0,)))
         if args.quick:
@@ -218,7 +220,10 @@ def main() -> int:
             raw = tmp / "raw" / name / "model.onnx"
             raw.parent.mkdir(parents=True)
             say(f"making {kind}")
-            corpus.make(kind, raw, **({"size_bytes": size} if size else {}))
+            if size:
+                corpus.make(kind, raw, size_bytes=size)
+            else:
+                corpus.make(kind, raw)
             sizes[name] = raw.stat().st_size
             make_layouts(raw, src / name, say)
             shutil.rmtree(raw.parent)

@@ -84,8 +84,8 @@ def ratio_rows(name: str, runs: list[dict[str, Any]]) -> list[list[str]]:
             x = [med(p, rtt if p != "local" else None, state, True) for p in PATHS]
             if None in t or None in x:
                 continue
-            dl, cv, lo = (int(v) for v in t)
-            xdl, xcv, xlo = (int(v) for v in x)
+            dl, cv, lo = (int(v) for v in t if v is not None)
+            xdl, xcv, xlo = (int(v) for v in x if v is not None)
             out.append(
                 [
                     name,
@@ -131,7 +131,7 @@ def storage_rows(name: str, runs: list[dict[str, Any]]) -> list[list[str]]:
             v = [med(p, rtt if p != "local" else None, state) for p in PATHS]
             if None in v:
                 continue
-            dl, cv, lo = (int(x) for x in v)
+            dl, cv, lo = (int(x) for x in v if x is not None)
             out.append(
                 [
                     name,

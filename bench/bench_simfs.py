@@ -267,8 +267,8 @@ def main() -> int:
         f"\nfile {fmt_bytes(size)} in {len(chunks)} chunks ({fmt_bytes(wire)} on the wire), "
         f"medians of {args.rounds} rounds"
     )
-    for r in rows:
-        print("  ".join(x.ljust(w[i]) for i, x in enumerate(r)).rstrip())
+    for row in rows:
+        print("  ".join(x.ljust(w[i]) for i, x in enumerate(row)).rstrip())
 
     result: dict[str, Any] = {
         "file_bytes": size,

@@ -241,10 +241,10 @@ def main() -> int:
         "rows": rows,
         "env": env_info(),
     }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path = Path(args.json)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     # the envelope (schema, time, command line, environment) like every result file
-    write_json(out, doc, schema="bench.tracer", measured=[tempfile.gettempdir()])
+    write_json(json_path, doc, schema="bench.tracer", measured=[tempfile.gettempdir()])
     return 0
 
 

@@ -53,7 +53,7 @@ WORKLOAD = (
 )
 MODES = ("untraced", "preload", "trace-off", "trace-off-S", "trace", "strace")
 # The site-packages of this interpreter's environment (for the ``-S`` launcher).
-SITE_PACKAGES = str(Path(__import__("cvmfs_modelio").__file__).resolve().parents[1])
+SITE_PACKAGES = str(Path(str(__import__("cvmfs_modelio").__file__)).resolve().parents[1])
 
 
 def uptime() -> str:

@@ -191,7 +191,8 @@ def _wait(
         dead = [p for p in procs if p.poll() is not None]
         if dead or time.monotonic() > deadline:
             if dead:
-                name = str(dead[0].args[0])
+                argv = dead[0].args
+                name = str(argv[0] if isinstance(argv, (list, tuple)) else argv)
                 log = log.parent / f"{name}.log" if name.startswith("slurm") else log
                 why = f"{name} exited {dead[0].returncode}"
             else:
