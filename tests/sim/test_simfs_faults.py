@@ -25,6 +25,7 @@ from tests.sim.simfs_support import P2, counter_delta, publish_tree, served
 MiB = 1 << 20
 TIMEOUT_S = 1.0
 KINDS = ("404", "500", "slow", "reset", "truncate", "corrupt")
+HOSTILE = ("long", "short", "endless", "other", "silent")
 
 pytestmark = pytest.mark.fuse
 
@@ -92,7 +93,7 @@ def _bound_s(retries: int) -> float:
     return (retries + 1) * (TIMEOUT_S + 1.5) + 2.0
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + HOSTILE)
 def test_unchunked_fault_is_eio_at_open_after_one_retry(
     kind: str, mount: SimMount, server: Any, objects: dict[str, Any]
 ) -> None:
@@ -119,7 +120,7 @@ def test_unchunked_fault_is_eio_at_open_after_one_retry(
     assert os.getxattr(mount.path, "user.nioerr") == b"1"
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + HOSTILE)
 def test_chunk_fault_is_eio_on_read_and_no_unverified_byte(
     kind: str, mount: SimMount, server: Any, objects: dict[str, Any]
 ) -> None:
