@@ -352,7 +352,7 @@ int Fetcher::attempt(const ObjectRef& obj, const std::string& dest, const std::s
     wfd = cmio::UniqueFd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   }
   int err = wfd.valid() ? 0 : errno;
-  Sink sink(wfd.get(), obj.size, obj.compressed, cfg_.profile);
+  Sink sink(wfd.get(), obj.size, obj.compressed, cfg_.profile, obj.stored_size);
   if (err == 0 && !sink.ok_init()) err = ENOMEM;
   if (err == 0) {
     CURLcode cc = CURLE_OK;
