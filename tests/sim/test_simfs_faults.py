@@ -263,9 +263,8 @@ def test_hostile_manifest_or_catalog_fails_the_mount_in_one_line_then_it_recover
     with served(two_revisions) as srv:
         srv.set_faults([FaultRule(match=match, kind=kind)])
         t0 = time.monotonic()
-        with pytest.raises(UsageError) as e:
-            with SimMount(srv.url, tmp_path / "mnt", opts):
-                pass
+        with pytest.raises(UsageError) as e, SimMount(srv.url, tmp_path / "mnt", opts):
+            pass
         assert time.monotonic() - t0 < _bound_s(1) + 5.0  # + the client's start-up
         msg = str(e.value)
         assert "\n" not in msg and why in msg, msg
