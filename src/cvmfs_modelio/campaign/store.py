@@ -260,7 +260,9 @@ class PartSink:
             try:
                 tables.append(pq.read_table(p, columns=list(columns) if columns else None))
             except (OSError, pa.ArrowInvalid) as e:
-                raise UsageError(f"{p}: unreadable part file ({e})") from None
+                # pyarrow's message may span lines (thrift errors): one line, as promised
+                why = " ".join(str(e).split())
+                raise UsageError(f"{p}: unreadable part file ({why})") from None
         return pa.concat_tables(tables, promote_options="none")
 
     def measured(self) -> list[tuple[str, int, bool, str]]:
