@@ -31,6 +31,38 @@ std::size_t on_text(char* data, std::size_t size, std::size_t nmemb, void* user)
   return n;
 }
 
+// A true stall timer: libcurl's low-speed check averages the speed over its last ~5 s of
+// samples, so a server that sends a body and then goes silent (or announces more bytes
+// than it sends) was given up only after timeout + ~5 s.  This aborts a transfer as soon
+// as no byte arrived for the timeout (libcurl calls it at least once a second).
+struct StallGuard {
+  long timeout_ms = 0;
+  curl_off_t seen = -1;
+  std::chrono::steady_clock::time_point last{};
+};
+
+int on_progress(void* user, curl_off_t /*dltotal*/, curl_off_t dlnow, curl_off_t /*ultotal*/,
+                curl_off_t /*ulnow*/) {
+  auto* g = static_cast<StallGuard*>(user);
+  const auto now = std::chrono::steady_clock::now();
+  if (dlnow != g->seen) {
+    g->seen = dlnow;
+    g->last = now;
+    return 0;
+  }
+  const auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(now - g->last).count();
+  // before the first byte, CURLOPT_CONNECTTIMEOUT_MS and the low-speed check apply as before
+  return dlnow > 0 && idle >= g->timeout_ms ? 1 : 0;
+}
+
+void guard_stalls(CURL* c, StallGuard* g, long timeout_ms) {
+  g->timeout_ms = timeout_ms;
+  g->seen = -1;
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, static_cast<void*>(g));
+}
+
 void configure(CURL* c, const FetcherConfig& cfg) {
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
@@ -255,8 +287,10 @@ void Fetcher::transfer(const std::string& url, Sink* sink, CURLcode* cc, long* s
     // cvmfs2: the request goes to the download I/O thread, the caller sleeps on a pipe.
     Transfer t;
     t.url = url;
-    t.configure = [this, sink, &url](CURL* c) {
+    StallGuard guard;
+    t.configure = [this, sink, &url, &guard](CURL* c) {
       configure(c, cfg_);
+      guard_stalls(c, &guard, cfg_.effective_timeout_ms());
       curl_easy_setopt(c, CURLOPT_URL, url.c_str());
       curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write_callback);
       curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
@@ -280,6 +314,8 @@ void Fetcher::transfer(const std::string& url, Sink* sink, CURLcode* cc, long* s
   CURL* c = static_cast<CURL*>(h.get());
   curl_easy_reset(c);
   configure(c, cfg_);
+  StallGuard guard;
+  guard_stalls(c, &guard, cfg_.effective_timeout_ms());
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write_callback);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
@@ -316,7 +352,7 @@ int Fetcher::attempt(const ObjectRef& obj, const std::string& dest, const std::s
     wfd = cmio::UniqueFd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   }
   int err = wfd.valid() ? 0 : errno;
-  Sink sink(wfd.get(), obj.size, obj.compressed, cfg_.profile);
+  Sink sink(wfd.get(), obj.size, obj.compressed, cfg_.profile, obj.stored_size);
   if (err == 0 && !sink.ok_init()) err = ENOMEM;
   if (err == 0) {
     CURLcode cc = CURLE_OK;
@@ -393,6 +429,8 @@ bool Fetcher::get_text(const std::string& rel, std::string* out, std::string* wh
     out->clear();
     curl_easy_reset(c);
     configure(c, cfg_);
+    StallGuard guard;
+    guard_stalls(c, &guard, cfg_.effective_timeout_ms());
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_text);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
@@ -403,7 +441,7 @@ bool Fetcher::get_text(const std::string& rel, std::string* out, std::string* wh
     counters_->sz_transferred.fetch_add(static_cast<std::int64_t>(out->size()));
     give_handle(std::move(h));
     if (cc == CURLE_OK && status == 200) return true;
-    if (cc == CURLE_OPERATION_TIMEDOUT) {
+    if (cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_ABORTED_BY_CALLBACK) {
       // The documented limit: the timeout (proxy or direct) for the connection and for a
       // stalled answer, times the attempts (--retries + 1).
       const long t = cfg_.effective_timeout_ms();

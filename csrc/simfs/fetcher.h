@@ -73,6 +73,7 @@ struct ObjectRef {
   Sha1 hash{};
   char suffix = 0;          // 0 whole file, 'P' chunk, 'C' catalog
   std::int64_t size = -1;   // decompressed size if known
+  std::int64_t stored_size = -1;  // bytes on the wire if known (the manifest's B line)
   bool compressed = true;
   std::int64_t file_offset = 0;  // for the log: chunk offset in its file
 

@@ -623,6 +623,7 @@ void load_repository(Fs* fs) {
     if (!hex40(sig) || to_hex(got) != sig) die(name + ": manifest checksum does not match");
   }
   std::string catalog_hex;
+  std::int64_t catalog_stored = -1;  // the catalog's stored size: bounds its download
   std::size_t pos = 0;
   while (pos < sep) {
     const std::size_t nl = manifest.find('\n', pos);
@@ -633,12 +634,14 @@ void load_repository(Fs* fs) {
     if (line[0] == 'S') fs->xenv.revision = line.substr(1);
     if (line[0] == 'N') fs->xenv.fqrn = line.substr(1);
     if (line[0] == 'D') fs->xenv.ttl_s = std::atoll(line.c_str() + 1);
+    if (line[0] == 'B') catalog_stored = std::atoll(line.c_str() + 1);
   }
   if (!hex40(catalog_hex)) die(name + ": no valid C<catalog hash> line");
   ObjectRef cat;
   cat.hash = from_hex(catalog_hex);
   cat.suffix = 'C';
   cat.compressed = true;
+  cat.stored_size = catalog_stored > 0 ? catalog_stored : -1;
   std::string path;
   const int rc = fs->fetcher->fetch(cat, &path);
   if (rc != 0) die(fs->opt.url + "/" + cat.name() + ": catalog download failed: " + std::strerror(-rc));

@@ -26,8 +26,21 @@ bool write_all(int fd, const unsigned char* p, std::size_t n) {
 
 }  // namespace
 
-Sink::Sink(int fd, std::int64_t limit, bool compressed, const ClientProfile& profile)
-    : fd_(fd),
+// Without a bound on the body bytes, a stream that never ends and inflates to nothing
+// (empty deflate blocks, 5 bytes each) kept a read busy forever at full speed: neither
+// the size check (nothing is produced) nor the stall timeout (bytes keep coming) fires.
+// A known decompressed size bounds the stored size: zlib's compressBound plus 1/8 and
+// 64 KiB of slack for other deflate implementations' block overheads.
+static std::int64_t derived_wire_limit(std::int64_t limit, bool compressed) {
+  if (limit < 0) return -1;
+  if (!compressed) return limit;
+  return static_cast<std::int64_t>(compressBound(static_cast<uLong>(limit))) + limit / 8 + 65536;
+}
+
+Sink::Sink(int fd, std::int64_t limit, bool compressed, const ClientProfile& profile,
+           std::int64_t wire_limit_in)
+    : wire_limit(wire_limit_in >= 0 ? wire_limit_in : derived_wire_limit(limit, compressed)),
+      fd_(fd),
       limit_(limit),
       inflating_(compressed),
       wrapped_(profile.zlib_wrapped),
@@ -169,6 +182,10 @@ std::size_t sink_write_callback(char* data, std::size_t size, std::size_t nmemb,
   if (s->status == 0) curl_easy_getinfo(static_cast<CURL*>(s->curl), CURLINFO_RESPONSE_CODE, &s->status);
   if (s->status != 200) return 0;
   s->wire += static_cast<std::int64_t>(n);
+  if (s->wire_limit >= 0 && s->wire > s->wire_limit) {
+    s->failed = true;
+    return 0;
+  }
   if (!s->consume(reinterpret_cast<const unsigned char*>(data), n)) {
     s->failed = true;
     return 0;

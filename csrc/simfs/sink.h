@@ -20,7 +20,9 @@ namespace simfs {
 class Sink {
  public:
   // `fd`: the open transaction file; `limit`: expected decompressed size or -1.
-  Sink(int fd, std::int64_t limit, bool compressed, const ClientProfile& profile);
+  // `wire_limit`: most body bytes accepted (-1: derived from `limit`, see sink.cpp).
+  Sink(int fd, std::int64_t limit, bool compressed, const ClientProfile& profile,
+       std::int64_t wire_limit = -1);
   ~Sink();
   Sink(const Sink&) = delete;
   Sink& operator=(const Sink&) = delete;
@@ -35,6 +37,7 @@ class Sink {
   // SHA-1 of everything consumed equals `want` (20 bytes).
   bool digest_is(const unsigned char* want);
 
+  const std::int64_t wire_limit;  // body bytes accepted at most (-1: unbounded)
   void* curl = nullptr;  // the transfer's easy handle (for the response code)
   long status = 0;       // HTTP status, read at the first body byte
   bool failed = false;   // consume() refused the body

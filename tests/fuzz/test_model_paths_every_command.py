@@ -7,11 +7,17 @@ stop a reader.  Every command that reads models is run on it as a user would (a 
 process): each must exit 2 with one line on stderr that names the offending location, no
 traceback, and nothing written where it was asked to write.
 
+``prepare`` must also leave everything outside OUT as it was, and OUT without a file.
+``kserve-compare`` needs the ``[kserve]`` extra (skipped without it by hand, a failure under
+CI=true, where the extra is installed).  ``demo`` reads the user's models from ``--shared``
+(the CMS taggers): the hostile model is put where it looks.
+
 ``trace`` is not in the list: it runs the user's command and reads no model itself.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -22,15 +28,20 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from cvmfs_modelio.cli.demo import MARKER as DEMO_MARKER
+from tests.conftest import missing
+
 CLI = [sys.executable, "-m", "cvmfs_modelio.cli"]
 LOCATIONS = ["ABSOLUTE", "../secret.bin", "sub/../../secret.bin", "link.bin"]
 
 
-def hostile_model(root: Path, location: str) -> tuple[Path, str]:
-    """``root/models/m.onnx`` naming ``location``; returns (model, the location written)."""
-    models = root / "models"
+def hostile_model(root: Path, location: str, rel: str = "models/m.onnx") -> tuple[Path, str]:
+    """``root/rel`` naming ``location``, with the file it names beside the model's directory
+    (``secret.bin``); returns (model, the location written)."""
+    path = root / rel
+    models = path.parent
     models.mkdir(parents=True)
-    secret = root / "secret.bin"
+    secret = models.parent / "secret.bin"
     secret.write_bytes(np.arange(256, dtype=np.float32).tobytes())
     if location == "ABSOLUTE":
         location = str(secret)
@@ -46,7 +57,6 @@ def hostile_model(root: Path, location: str) -> tuple[Path, str]:
     graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    path = models / "m.onnx"
     onnx.save(model, str(path))
     return path, location
 
@@ -74,10 +84,54 @@ def _commands(root: Path, model: Path) -> dict[str, list[str]]:
             "1",
         ],
         "run": ["run", str(camp), "-o", str(root / "results")],
+        "publish-plan": ["publish-plan", str(model.parent), "--json", str(root / "plan.json")],
+        "prepare": ["prepare", str(model), str(root / "out"), "--external-data", "--bundle"],
+        "kserve-compare": [
+            "kserve-compare",
+            str(model),
+            "--reps",
+            "1",
+            "--paths",
+            "local,cvmfs",
+            "--states",
+            "hot",
+            "--rtt-ms",
+            "0",
+            "--json",
+            str(root / "kserve.json"),
+        ],
+        # the demo's user models: the CMS taggers it finds under --shared
+        "demo": ["demo", "--quick", "-o", str(root / "demo"), "--shared", str(root / "shared")],
     }
 
 
-COMMANDS = ["inspect", "ort-load", "models survey", "sim publish", "experiment", "run"]
+COMMANDS = [
+    "inspect",
+    "ort-load",
+    "models survey",
+    "sim publish",
+    "experiment",
+    "run",
+    "publish-plan",
+    "prepare",
+    "kserve-compare",
+    "demo",
+]
+
+DEMO_MODEL = "shared/models/cms/HLT/ParticleNetAK8/V02/particle-net.onnx"  # cli/demo.CMS_MODELS
+# Results each command would write: none may appear.
+OUTPUTS = ("store", "results", "plan.json", "out", "kserve.json", "demo")
+
+
+def _tree(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` but ``skip`` -> (size, mtime_ns), symlinks not followed."""
+    out = {}
+    for p in root.rglob("*"):
+        if p == skip or skip in p.parents:
+            continue
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
 
 
 @pytest.mark.parametrize("location", LOCATIONS)
@@ -85,8 +139,12 @@ COMMANDS = ["inspect", "ort-load", "models survey", "sim publish", "experiment",
 def test_every_command_refuses_a_location_outside_the_model_directory(
     tmp_path: Path, command: str, location: str
 ) -> None:
-    model, written = hostile_model(tmp_path, location)
+    if command == "kserve-compare" and importlib.util.find_spec("kserve") is None:
+        missing("kserve is not installed (pip install '.[kserve]')")
+    rel = DEMO_MODEL if command == "demo" else "models/m.onnx"
+    model, written = hostile_model(tmp_path, location, rel)
     argv = _commands(tmp_path, model)[command]
+    before = _tree(tmp_path, tmp_path / "out")
     r = subprocess.run(
         CLI + argv,
         capture_output=True,
@@ -104,9 +162,19 @@ def test_every_command_refuses_a_location_outside_the_model_directory(
         return
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    assert all(ln.endswith("...") for ln in err[:-1]), err  # progress lines, then one error
+    if command != "demo":  # the demo prints its notes and its local probe first
+        assert all(ln.endswith("...") for ln in err[:-1]), err  # progress lines, then one error
     assert err[-1].startswith("cvmfs-modelio: ") and written in err[-1], err[-1]
     why = ("outside", "absolute", "'..'", "leaves the source tree")
     assert any(w in err[-1] for w in why), err[-1]
     for out in ("store", "results"):
         assert not (tmp_path / out).exists() or not any((tmp_path / out).rglob("*.bin"))
+    for out in OUTPUTS[2:]:
+        # no result, not even a partial one (a directory made up front is allowed, and
+        # the demo's marker that lets a later demo replace the directory)
+        assert not (tmp_path / out).exists() or not [
+            p for p in (tmp_path / out).rglob("*") if not p.is_dir() and p.name != DEMO_MARKER
+        ], out
+    if command == "prepare":
+        # nothing written, changed or removed outside OUT (the secret included)
+        assert _tree(tmp_path, tmp_path / "out") == before

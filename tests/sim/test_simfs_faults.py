@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cvmfs_modelio.core.errors import UsageError
 from cvmfs_modelio.sim.catalog import open_store_catalog
 from cvmfs_modelio.sim.faults import FaultRule
 from cvmfs_modelio.sim.mount import MountOptions, SimMount
@@ -25,6 +26,7 @@ from tests.sim.simfs_support import P2, counter_delta, publish_tree, served
 MiB = 1 << 20
 TIMEOUT_S = 1.0
 KINDS = ("404", "500", "slow", "reset", "truncate", "corrupt")
+HOSTILE = ("long", "short", "endless", "other", "silent")
 
 pytestmark = pytest.mark.fuse
 
@@ -92,7 +94,7 @@ def _bound_s(retries: int) -> float:
     return (retries + 1) * (TIMEOUT_S + 1.5) + 2.0
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + HOSTILE)
 def test_unchunked_fault_is_eio_at_open_after_one_retry(
     kind: str, mount: SimMount, server: Any, objects: dict[str, Any]
 ) -> None:
@@ -119,7 +121,7 @@ def test_unchunked_fault_is_eio_at_open_after_one_retry(
     assert os.getxattr(mount.path, "user.nioerr") == b"1"
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + HOSTILE)
 def test_chunk_fault_is_eio_on_read_and_no_unverified_byte(
     kind: str, mount: SimMount, server: Any, objects: dict[str, Any]
 ) -> None:
@@ -211,3 +213,102 @@ def test_slow_server_within_the_timeout_is_not_a_fault(
             assert (c["cvmfs.n_io_error"], c["download.n_retries"]) == (0, 0)
     finally:
         server.set_faults([])
+
+
+# ---------------------------------------------------------------- a hostile stratum at mount
+# time and a catalog that changes under a live mount (issue 14, item 4)
+
+REV1 = {"a.bin": _rand(31, 200 * 1024), "b.bin": _rand(32, 3 * MiB)}
+REV2 = {"a.bin": _rand(41, 200 * 1024), "b.bin": _rand(42, 3 * MiB)}
+
+
+@pytest.fixture(scope="module")
+def two_revisions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with revision 1 (REV1) and then revision 2 (REV2, every file changed)."""
+    base = tmp_path_factory.mktemp("revs")
+    publish_tree(REV1, base / "src1", base / "store", P2)
+    return publish_tree(REV2, base / "src2", base / "store", P2)
+
+
+def _hexes(store: Path) -> dict[str, str]:
+    """repository path -> catalog hash of the revision the manifest names, per object."""
+    out = {}
+    with open_store_catalog(store) as cat:
+        for name in ("a.bin", "b.bin"):
+            e = cat.lookup("/" + name)
+            assert e is not None
+            chunks = cat.chunks("/" + name)
+            out[name] = chunks[0].hash if chunks else str(e.hash)
+    return out
+
+
+MOUNT_FAULTS = [
+    (r"\.cvmfspublished$", "silent", "no answer within 1 s"),
+    (r"\.cvmfspublished$", "long", "no answer within 1 s"),
+    (r"\.cvmfspublished$", "endless", ".cvmfspublished: "),
+    (r"\.cvmfspublished$", "short", "manifest"),
+    (r"C$", "other", "catalog download failed: Input/output error"),
+    (r"C$", "endless", "catalog download failed: Input/output error"),
+    (r"C$", "short", "catalog download failed: Input/output error"),
+    (r"C$", "silent", "catalog download failed: Input/output error"),
+]
+
+
+@pytest.mark.parametrize(("match", "kind", "why"), MOUNT_FAULTS)
+def test_hostile_manifest_or_catalog_fails_the_mount_in_one_line_then_it_recovers(
+    match: str, kind: str, why: str, tmp_path: Path, two_revisions: Path
+) -> None:
+    (tmp_path / "mnt").mkdir()
+    opts = MountOptions(cache=tmp_path / "c", timeout_direct_s=TIMEOUT_S)
+    with served(two_revisions) as srv:
+        srv.set_faults([FaultRule(match=match, kind=kind)])
+        t0 = time.monotonic()
+        with pytest.raises(UsageError) as e, SimMount(srv.url, tmp_path / "mnt", opts):
+            pass
+        assert time.monotonic() - t0 < _bound_s(1) + 5.0  # + the client's start-up
+        msg = str(e.value)
+        assert "\n" not in msg and why in msg, msg
+        assert srv.faults_fired()[0] >= 1
+        assert not os.path.ismount(tmp_path / "mnt")
+        assert list((tmp_path / "c").rglob("*C")) == []  # no unverified catalog cached
+        srv.set_faults([])
+        with SimMount(srv.url, tmp_path / "mnt", opts) as m:
+            assert (m.path / "a.bin").read_bytes() == REV2["a.bin"]
+
+
+def test_catalog_changes_under_a_live_mount(tmp_path: Path) -> None:
+    """The stratum republishes while mounted: the mount keeps serving the revision it
+    verified (exact bytes), fails with EIO once that revision's objects are gone (nothing
+    of the new revision leaks in), serves them again when they come back, and a new mount
+    serves the new revision."""
+    store = publish_tree(REV1, tmp_path / "src1", tmp_path / "store", P2)
+    old = _hexes(store)
+    for name in ("m1", "m2"):
+        (tmp_path / name).mkdir()
+    opts = MountOptions(cache=tmp_path / "c1", timeout_direct_s=TIMEOUT_S)
+    with served(store) as srv, SimMount(srv.url, tmp_path / "m1", opts) as m:
+        publish_tree(REV2, tmp_path / "src2", store, P2)
+        assert _hexes(store) != old
+        assert (m.path / "a.bin").read_bytes() == REV1["a.bin"]
+        assert os.getxattr(m.path, "user.revision") == b"1"
+        # the stratum garbage-collects revision 1's first chunk of b.bin
+        gone = store / "data" / old["b.bin"][:2] / (old["b.bin"][2:] + "P")
+        kept = gone.with_name(gone.name + ".away")
+        gone.rename(kept)
+        fd = os.open(m.path / "b.bin", os.O_RDONLY)
+        try:
+            with pytest.raises(OSError) as e:
+                os.pread(fd, 4096, 0)
+            assert e.value.errno == errno.EIO
+            kept.rename(gone)  # the stratum recovers
+            got = b""
+            while chunk := os.pread(fd, MiB, len(got)):
+                got += chunk
+            assert got == REV1["b.bin"]
+        finally:
+            os.close(fd)
+        opts2 = MountOptions(cache=tmp_path / "c2", timeout_direct_s=TIMEOUT_S)
+        with SimMount(srv.url, tmp_path / "m2", opts2) as m2:
+            assert os.getxattr(m2.path, "user.revision") == b"2"
+            assert (m2.path / "a.bin").read_bytes() == REV2["a.bin"]
+            assert (m2.path / "b.bin").read_bytes() == REV2["b.bin"]

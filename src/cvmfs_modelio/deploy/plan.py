@@ -25,6 +25,7 @@ from typing import Any
 from cvmfs_modelio.chunks.layouts import ChunkSpec, compute_layout, whole_layout
 from cvmfs_modelio.core.errors import UsageError
 from cvmfs_modelio.deploy.bundlespec import BundleSpec, parse_spec, spec_name, trigger_of
+from cvmfs_modelio.models.formats.onnx import external_files
 from cvmfs_modelio.models.inspect import ModelMap, inspect_model
 
 MIB = 1 << 20
@@ -364,7 +365,11 @@ def make_plan(
         try:
             m = inspect_model(fp.abspath)
         except UsageError:
-            continue  # not a model: listed and skipped
+            # Not a model: listed and skipped.  But an ONNX model whose external data lies
+            # outside its directory is refused naming the location, not skipped silently
+            # (publishing the tree would publish a model that cannot load).
+            external_files(Path(fp.abspath), strict=False)
+            continue
         if m.path not in by_abspath:
             continue
         maps.setdefault(m.path, m)

@@ -12,6 +12,7 @@ manifest 61 s) so that a squid in front caches as at a real site.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import os
 import re
@@ -254,6 +255,15 @@ class BuiltinServer(LoopbackListener):
                 return path, status, answer, fault.code, keep
             if fault.kind == "slow" and self._stop.wait(fault.delay_s):
                 return path, 0, 0, fault.code, False
+            if fault.kind == "silent" and not head:
+                self._hold_silent(conn)
+                return path, 0, 0, fault.code, False
+            if fault.kind == "endless" and not head:
+                return path, 200, self._send_endless(conn, req.fs_path), fault.code, False
+            if fault.kind == "other":
+                swapped = self._other_object(req.fs_path)
+                if swapped is not None:
+                    req = dataclasses.replace(req, fs_path=swapped)
         elif method == "GET" and req.range is None:
             hit = self._cached(path)
             if hit is not None:
@@ -288,6 +298,14 @@ class BuiltinServer(LoopbackListener):
                     bad[i] ^= 0xFF
                 conn.sendall(self._head(200, size, keep, extra) + bad)
                 return path, 200, len(bad), code, keep
+            if fault is not None and fault.kind in ("long", "short"):
+                body = f.read()
+                told = size + 4096 if fault.kind == "long" else size // 2
+                conn.sendall(self._head(200, told, keep, extra) + body)
+                if fault.kind == "long":
+                    self._hold_silent(conn)
+                    return path, 200, len(body), code, False
+                return path, 200, len(body), code, keep
             if fault is not None and fault.kind == "reset":
                 conn.sendall(self._head(200, size, keep, extra))
                 _reset(conn)
@@ -356,6 +374,52 @@ class BuiltinServer(LoopbackListener):
         age = MANIFEST_MAX_AGE_S if path.endswith(MANIFEST) else DATA_MAX_AGE_S
         lm = email.utils.formatdate(mtime, usegmt=True)
         return f"Cache-Control: max-age={age}\r\nLast-Modified: {lm}\r\n"
+
+    # ------------------------------------------------------------------ faults
+
+    def _hold_silent(self, conn: socket.socket) -> None:
+        """Send nothing more; return when the client closes, or the server stops."""
+        with contextlib.suppress(OSError):
+            while not self._stop.is_set():
+                _set_timeout(conn, socket.SO_RCVTIMEO, 0.2)
+                try:
+                    if not conn.recv(65536):
+                        return
+                except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO: EAGAIN
+                    continue
+
+    def _send_endless(self, conn: socket.socket, fs_path: bytes) -> int:
+        """A read-until-close answer whose body never ends (until the client gives up)."""
+        f = self._open(fs_path)
+        if f is None:
+            return self._simple(conn, 404, keep=False)
+        with f:
+            start = f.read(2)
+        head = self._head(200, 0, keep=False).replace(b"Content-Length: 0\r\n", b"")
+        block = b"\x00\x00\x00\xff\xff" * 13107  # empty stored deflate blocks, 64 KiB
+        sent = 0
+        with contextlib.suppress(OSError):
+            conn.sendall(head + start)
+            sent = len(start)
+            while not self._stop.is_set():
+                conn.sendall(block)
+                sent += len(block)
+        return sent
+
+    def _other_object(self, fs_path: bytes) -> bytes | None:
+        """The first other object of the store (name order) with the same suffix."""
+        name = os.fsdecode(fs_path).lstrip("/")
+        if not name.startswith("data/"):
+            return None
+        hexname = name[5:].replace("/", "")
+        suffix = hexname[40:]
+        data = self.root / "data"
+        for d in sorted(p for p in data.iterdir() if p.is_dir()):
+            for obj in sorted(d.iterdir()):
+                cand = d.name + obj.name
+                if cand != hexname and cand[40:] == suffix and obj.is_file():
+                    return os.fsencode(f"/data/{d.name}/{obj.name}")
+        return None
 
     def set_faults(self, rules: list[FaultRule]) -> None:
         self.faults.set(rules)

@@ -10,7 +10,19 @@ from dataclasses import dataclass, field
 from cvmfs_modelio.core.errors import UsageError
 
 # Codes recorded in the request log's ``aux`` field (0: no fault).
-FAULT_CODES = {"404": 1, "500": 2, "slow": 3, "reset": 4, "truncate": 5, "corrupt": 6}
+FAULT_CODES = {
+    "404": 1,
+    "500": 2,
+    "slow": 3,
+    "reset": 4,
+    "truncate": 5,
+    "corrupt": 6,
+    "long": 7,
+    "short": 8,
+    "endless": 9,
+    "other": 10,
+    "silent": 11,
+}
 MAX_DELAY_S = 3600.0
 
 
@@ -25,7 +37,19 @@ class FaultRule:
       ``reset``          send the headers, then close with a TCP RST (SO_LINGER 0);
       ``truncate``       send the headers with the full Content-Length, then half the body,
                          then close;
-      ``corrupt``        send the full body with bytes flipped (first, middle and last byte).
+      ``corrupt``        send the full body with bytes flipped (first, middle and last byte);
+      ``long``           announce a Content-Length 4 KiB longer than the body, send the body,
+                         then keep the connection open and silent (the client waits for
+                         bytes that never come);
+      ``short``          announce half the body's length but send the whole body (the rest
+                         stays in a kept-alive connection, where the next answer is read);
+      ``endless``        no Content-Length (read until close) and a body without end: the
+                         object's first two bytes (its zlib header), then empty deflate
+                         blocks forever (a stream that never ends and inflates to nothing);
+      ``other``          answer 200 with a different, valid object of the store (the first
+                         other one, in name order, with the same suffix);
+      ``silent``         read the request, then answer nothing, keeping the connection open
+                         until the client closes it (or the server stops).
     times: fire for the first ``times`` matching requests only (None: always).
     """
 

@@ -73,7 +73,8 @@ def register(verbs: argparse._SubParsersAction[Any]) -> None:
         action="append",
         default=[],
         metavar="KIND:REGEX[:TIMES[:DELAY_S]]",
-        help="inject a fault (404, 500, slow, reset, truncate, corrupt); builtin server only",
+        help="inject a fault (404, 500, slow, reset, truncate, corrupt, long, short, endless, "
+        "other, silent; docs/store-format.md); builtin server only (default: none)",
     )
     p.set_defaults(func=run)
 
