@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -123,9 +124,12 @@ def test_report_renders_in_chromium(
     opts = webdriver.ChromeOptions()
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,2400"):
         opts.add_argument(a)
+    # The profile and chromium's own scratch dirs go under tmp_path, not /tmp (no leftovers).
+    opts.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
     opts.binary_location = shutil.which("chromium") or ""
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    service = Service(shutil.which("chromedriver"), env={**os.environ, "TMPDIR": str(tmp_path)})
+    driver = webdriver.Chrome(service=service, options=opts)
     try:
         driver.get((out / "report.html").as_uri())
         sizes = driver.execute_script(
@@ -140,6 +144,5 @@ def test_report_renders_in_chromium(
         shot = tmp_path / "report.png"
         assert driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-        shutil.copy(shot, Path("/tmp") / "cvmfs-modelio-report-screenshot.png")
     finally:
         driver.quit()

@@ -485,6 +485,11 @@ def test_cli_nginx_dies_with_killed_cli(store: Path) -> None:
     assert _get(url, "/" + MANIFEST)[0] == 200
     children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
     assert children, "nginx master should be a child of the command"
+    # A SIGKILLed command cannot remove its nginx directory (-p DIR/): the test does.
+    # (nginx rewrites its title: "nginx: master process nginx -c CONF -p DIR/ ...")
+    argv = os.fsdecode(Path(f"/proc/{children[0]}/cmdline").read_bytes()).replace("\0", " ").split()
+    prefix = Path(argv[argv.index("-p") + 1])
+    assert prefix.name.startswith("cmio-nginx-"), argv
     p.kill()
     p.wait()
     host, port = url.split("//")[1].split(":")
@@ -499,6 +504,7 @@ def test_cli_nginx_dies_with_killed_cli(store: Path) -> None:
         time.sleep(0.05)
     else:
         pytest.fail(f"nginx still running after its parent was killed: {children}")
+    shutil.rmtree(prefix)
 
 
 def test_cli_serve_bad_input(store: Path, tmp_path: Path) -> None:
