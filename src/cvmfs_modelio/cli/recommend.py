@@ -21,8 +21,7 @@ DEFAULT_BANDWIDTH = "100MiB"
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    from cvmfs_modelio.stats.fit import DEFAULT_BOOT
-    from cvmfs_modelio.stats.recommend import OBJECTIVES
+    from cvmfs_modelio.stats import DEFAULT_BOOT, OBJECTIVES
 
     p = sub.add_parser(
         "recommend",
@@ -112,7 +111,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _weights(text: str | None) -> dict[str, float] | None:
-    from cvmfs_modelio.stats.recommend import OBJECTIVES
+    from cvmfs_modelio.stats import OBJECTIVES
 
     if text is None:
         return None

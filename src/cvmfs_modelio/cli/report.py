@@ -18,7 +18,7 @@ TIMING_VECTORS = Path("testvectors") / "cvmfs-timing" / "cold-real-vs-emulated.j
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    from cvmfs_modelio.stats.recommend import OBJECTIVES
+    from cvmfs_modelio.stats import OBJECTIVES
 
     p = sub.add_parser(
         "report",

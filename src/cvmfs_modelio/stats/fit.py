@@ -23,6 +23,7 @@ import pandas as pd
 from cvmfs_modelio.chunks.layouts import ChunkSpec, Layout, compute_layout, whole_layout
 from cvmfs_modelio.core import units
 from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.stats import DEFAULT_BOOT
 from cvmfs_modelio.stats.access import FileInfo, LoadPattern, Touches, simulate_stall, touches
 from cvmfs_modelio.stats.costmodel import (
     PARAM_NAMES,
@@ -38,7 +39,6 @@ from cvmfs_modelio.stats.results import Results
 
 F64 = npt.NDArray[np.float64]
 CALIBRATED_PROFILE = "cvmfs-2.12"
-DEFAULT_BOOT = 200
 CELL_KEYS = [
     "model",
     "chunking",

@@ -33,11 +33,11 @@ import numpy.typing as npt
 
 from cvmfs_modelio.core import units
 from cvmfs_modelio.core.errors import UsageError
+from cvmfs_modelio.stats import OBJECTIVES
 from cvmfs_modelio.stats.costmodel import CostParams
 from cvmfs_modelio.stats.fit import DEFAULT_CONFIG, Config, CostModelFit, ModelProfile
 
 MiB = 1 << 20
-OBJECTIVES = ("cold-start", "bytes", "storage", "update", "weighted")
 DEFAULT_WEIGHTS = {"cold-start": 1.0, "bytes": 0.25, "storage": 0.25, "update": 0.25}
 AVG_CANDIDATES = tuple(a * MiB for a in (1, 2, 4, 8, 16, 32, 64))
 RTT_GRID_NS = tuple(int(x * 1e6) for x in (0.5, 1, 2, 5, 10, 20, 50, 100, 200))
