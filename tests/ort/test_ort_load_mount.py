@@ -123,11 +123,13 @@ def test_cache_file_times_match_the_clients_own_fetch_log(mounted: Mounted, tmp_
     my_starts = np.sort(mine["t_start_ns"])
     # Both file times are the coarse clock's: within half a tick of the client's own, plus
     # what lies between its stamps and the file operations (its log's start precedes the
-    # creation of the temporary file by the request's set-up, up to ~1 ms on a busy machine).
+    # creation of the temporary file by the request's set-up; its log's end follows the
+    # rename by the quota hand-off and the event's own bookkeeping: each up to ~1.5 ms when
+    # the FUSE thread is preempted, seen at load 1-2 as well as on a busy machine).
     from cvmfs_modelio.trace.cache_fetches import coarse_tick_ns
 
     half = coarse_tick_ns() // 2
-    assert np.all(np.abs(my_ends - ends) <= half + 500_000), my_ends - ends
+    assert np.all(np.abs(my_ends - ends) <= half + 1_500_000), my_ends - ends
     assert np.all(np.abs(my_starts - starts) <= half + 1_500_000), my_starts - starts
 
 
