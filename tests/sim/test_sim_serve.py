@@ -482,16 +482,19 @@ def test_cli_origin_port_is_the_stratum_behind_the_wan(store: Path) -> None:
 def test_cli_nginx_dies_with_killed_cli(store: Path) -> None:
     """SIGKILL of the command cannot leave an nginx behind (PR_SET_PDEATHSIG + process group)."""
     p, url = _start_cli(str(store), "--server", "nginx")
-    assert _get(url, "/" + MANIFEST)[0] == 200
-    children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
-    assert children, "nginx master should be a child of the command"
-    # A SIGKILLed command cannot remove its nginx directory (-p DIR/): the test does.
-    # (nginx rewrites its title: "nginx: master process nginx -c CONF -p DIR/ ...")
-    argv = os.fsdecode(Path(f"/proc/{children[0]}/cmdline").read_bytes()).replace("\0", " ").split()
-    prefix = Path(argv[argv.index("-p") + 1])
-    assert prefix.name.startswith("cmio-nginx-"), argv
-    p.kill()
-    p.wait()
+    try:
+        assert _get(url, "/" + MANIFEST)[0] == 200
+        children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+        assert children, "nginx master should be a child of the command"
+        # A SIGKILLed command cannot remove its nginx directory (-p DIR/): the test does.
+        # (nginx rewrites its title: "nginx: master process nginx -c CONF -p DIR/ ...")
+        cmdline = Path(f"/proc/{children[0]}/cmdline").read_bytes()
+        argv = os.fsdecode(cmdline).replace("\0", " ").split()
+        prefix = Path(argv[argv.index("-p") + 1])
+        assert prefix.name.startswith("cmio-nginx-"), argv
+    finally:
+        p.kill()  # also when a check above failed: never leave the command running
+        p.wait()
     host, port = url.split("//")[1].split(":")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
