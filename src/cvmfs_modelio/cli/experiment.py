@@ -37,8 +37,8 @@ from cvmfs_modelio.core.jsonout import check_dest, write_json
 DEFAULT_CONFIGS_TEXT = "4MiB/8MiB/16MiB,1MiB/2MiB/4MiB,whole"
 
 
-def add_campaign_options(p: argparse.ArgumentParser, reps: int = DEFAULT_REPS) -> None:
-    """Options shared by ``experiment`` and ``demo``."""
+def add_campaign_options(p: argparse.ArgumentParser) -> None:
+    """The campaign options of ``experiment`` (``demo`` has its own, with --quick defaults)."""
     p.add_argument(
         "--configs",
         default=DEFAULT_CONFIGS_TEXT,
@@ -62,7 +62,7 @@ def add_campaign_options(p: argparse.ArgumentParser, reps: int = DEFAULT_REPS) -
     p.add_argument(
         "--reps",
         type=T.number(int, 1),
-        default=reps,
+        default=DEFAULT_REPS,
         metavar="N",
         help="repetitions of every load; tables show medians",
     )
